@@ -1,0 +1,136 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: instance_info
+short_description: Discover an Immich instance from its Docker Compose project
+version_added: 0.1.0
+description:
+  - Reads the compose model (C(docker compose config --format json), so interpolation and C(.env) are
+    resolved by Compose itself) and the project's C(.env).
+  - Finds UPLOAD_LOCATION (the host folder mounted at C(/data) or C(/usr/src/app/upload) in the server
+    service), DB_DATA_LOCATION (the bind source at C(/var/lib/postgresql/data) of the database service,
+    or its named volume), the database user and name (POSTGRES_USER, POSTGRES_DB) and the container names.
+  - Every discovered value can be overridden. The database password is never returned.
+author: homelab.immich developers
+attributes:
+  check_mode:
+    support: full
+    description: Read only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is no diff.
+options:
+  project_dir:
+    description: Folder holding the instance's C(docker-compose.yml) and C(.env). Required unless O(project_name) is set.
+    type: path
+  project_name:
+    description: Compose project name of a project known to Docker (C(docker compose ls --all)); used when O(project_dir) is not set.
+    type: str
+  compose_files:
+    description: Compose files relative to O(project_dir) when they are not the default C(docker-compose.yml)/C(compose.yaml).
+    type: list
+    elements: str
+    default: []
+  instance_name:
+    description: Name of the instance in backup targets (the folder under each target). Defaults to the compose project name.
+    type: str
+  overrides:
+    description:
+      - Values that win over discovery. Keys C(upload_location), C(db_data_location), C(db_user), C(db_name),
+        C(db_container), C(server_container), C(db_service), C(server_service), C(media_location), C(project_name).
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Find the instance in /opt/immich
+  homelab.immich.instance_info:
+    project_dir: /opt/immich
+  register: immich
+
+- name: A second instance whose containers were renamed by hand
+  homelab.immich.instance_info:
+    project_name: immich-family
+    overrides:
+      db_container: family_db
+"""
+
+RETURN = r"""
+instance:
+  description: The instance, as every role of the collection consumes it.
+  returned: success
+  type: dict
+  contains:
+    project_name: {description: Compose project name., type: str}
+    project_dir: {description: Compose project folder., type: str}
+    instance_name: {description: Folder name of this instance under each backup target., type: str}
+    db_container: {description: Container name of the database service., type: str}
+    server_container: {description: Container name of the immich-server service., type: str}
+    db_service: {description: Compose service name of the database., type: str}
+    server_service: {description: Compose service name of the server., type: str}
+    db_user: {description: POSTGRES_USER of the database service., type: str}
+    db_name: {description: POSTGRES_DB of the database service., type: str}
+    db_data_location: {description: Host folder of the Postgres data (null for a named volume)., type: str}
+    db_data_volume: {description: Named volume holding the Postgres data, when not a bind mount., type: str}
+    upload_location: {description: Host folder of UPLOAD_LOCATION., type: str}
+    media_location: {description: Where the server sees UPLOAD_LOCATION (C(/data) or C(/usr/src/app/upload))., type: str}
+    db_running: {description: Whether the database container is running., type: bool}
+    server_running: {description: Whether the server container is running., type: bool}
+  sample:
+    project_name: immich
+    db_container: immich_postgres
+    upload_location: /opt/immich/library
+"""
+
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.homelab.immich.plugins.module_utils.compose import DiscoveryError, discover_instance
+
+OVERRIDE_KEYS = ("upload_location", "db_data_location", "db_user", "db_name", "db_container", "server_container",
+                 "db_service", "server_service", "media_location", "project_name")
+
+
+def _running(container):
+    if not container:
+        return False
+    res = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return res.returncode == 0 and res.stdout.strip() == b"true"
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            project_dir=dict(type="path"),
+            project_name=dict(type="str"),
+            compose_files=dict(type="list", elements="str", default=[]),
+            instance_name=dict(type="str"),
+            overrides=dict(type="dict", default={}),
+        ),
+        required_one_of=[("project_dir", "project_name")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    unknown = sorted(set(p["overrides"]) - set(OVERRIDE_KEYS))
+    if unknown:
+        module.fail_json(msg="Unknown override(s) %s; allowed: %s" % (", ".join(unknown), ", ".join(OVERRIDE_KEYS)))
+    overrides = dict(p["overrides"], instance_name=p["instance_name"])
+    try:
+        inst = discover_instance(p["project_dir"], p["project_name"], p["compose_files"], overrides)
+    except DiscoveryError as exc:
+        module.fail_json(msg=str(exc))
+    inst["db_running"] = _running(inst["db_container"])
+    inst["server_running"] = _running(inst["server_container"])
+    module.exit_json(changed=False, instance=inst, warnings=inst.pop("warnings", []) or [])
+
+
+if __name__ == "__main__":
+    main()
