@@ -1,0 +1,279 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Monitoring for backups: start/success/failure pings and the freshness of the newest verified set.
+
+Stdlib only: this file also runs on managed hosts without Ansible (the scheduled entry point of
+roles/schedule imports it) and as a small CLI for cron or Nagios-style checks:
+
+    python3 monitor.py freshness --target /srv/backup --instance immich --warn-hours 26 --crit-hours 50
+    python3 monitor.py ping --url https://hc-ping.com/<uuid> --event start
+
+A ping never raises: a dead monitoring endpoint must not fail a backup. It returns a result the
+caller turns into a warning.
+"""
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import glob
+import json
+import os
+import re
+import socket
+import sys
+import time
+
+try:  # Python 3
+    from urllib.error import HTTPError, URLError
+    from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
+    from urllib.request import Request, urlopen
+except ImportError:  # pragma: no cover - Python 2 is not supported on managed hosts
+    raise
+
+EVENTS = ("start", "success", "failure")
+STYLES = ("healthchecks", "uptime_kuma", "ntfy")
+SET_NAME = re.compile(r"^\d{8}T\d{6}Z?$")
+VERIFIED_STATUSES = ("verified", "complete", "completed", "ok", "success")
+NTFY_PRIORITY = {"start": "2", "success": "3", "failure": "5"}
+NTFY_TAGS = {"start": "hourglass_flowing_sand", "success": "white_check_mark", "failure": "rotating_light"}
+
+
+def detect_style(url):
+    """Guess the style from the URL: Kuma push URLs contain /api/push/, ntfy topics live on ntfy hosts."""
+    parts = urlsplit(url)
+    if "/api/push/" in parts.path:
+        return "uptime_kuma"
+    if "ntfy" in parts.netloc:
+        return "ntfy"
+    return "healthchecks"
+
+
+def build_request(url, event, style=None, message="", title=None, headers=None):
+    """The HTTP request one ping is: (method, url, body bytes or None, headers), or None to skip.
+
+    healthchecks.io: `<url>/start`, `<url>`, `<url>/fail`, the message as POST body (kept in the log).
+    Uptime Kuma push: `<url>?status=up|down&msg=...`; it has no "start" state, so start is skipped.
+    ntfy: POST the message to the topic URL, with Title/Priority/Tags headers.
+    """
+    if event not in EVENTS:
+        raise ValueError("event must be one of %s, not %r" % (", ".join(EVENTS), event))
+    style = style or detect_style(url)
+    if style not in STYLES:
+        raise ValueError("style must be one of %s, not %r" % (", ".join(STYLES), style))
+    hdrs = {"User-Agent": "homelab.immich-monitor/1"}
+    hdrs.update(headers or {})
+    body = (message or "").encode("utf-8")
+    if style == "healthchecks":
+        suffix = {"start": "/start", "success": "", "failure": "/fail"}[event]
+        parts = urlsplit(url)
+        target = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + suffix, parts.query, ""))
+        hdrs.setdefault("Content-Type", "text/plain; charset=utf-8")
+        return "POST", target, body, hdrs
+    if style == "uptime_kuma":
+        if event == "start":
+            return None
+        parts = urlsplit(url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("status", "msg")]
+        query += [("status", "up" if event == "success" else "down"), ("msg", message or event)]
+        target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+        return "GET", target, None, hdrs
+    # ntfy
+    hdrs.setdefault("Title", title or "Immich backup %s" % {"start": "started", "success": "succeeded",
+                                                             "failure": "FAILED"}[event])
+    hdrs.setdefault("Priority", NTFY_PRIORITY[event])
+    hdrs.setdefault("Tags", NTFY_TAGS[event])
+    return "POST", url, body or event.encode("ascii"), hdrs
+
+
+def _redact(url):
+    """A URL fit for logs: the path of a ping URL is its secret (healthchecks uuid, Kuma token)."""
+    parts = urlsplit(url)
+    return "%s://%s/..." % (parts.scheme, parts.netloc) if parts.path.strip("/") else url
+
+
+def ping(url, event, style=None, message="", title=None, headers=None, timeout=10.0, retries=2,
+         backoff=1.0, opener=None, sleep=time.sleep):
+    """Send one ping; never raises. Returns a dict: ok, skipped, status, attempts, error, style, url.
+
+    Bounded: at most `retries + 1` attempts of `timeout` seconds each, `backoff * attempt` apart.
+    HTTP 4xx other than 408/429 is not retried (a wrong URL stays wrong).
+    """
+    opener = opener or urlopen
+    style = style or detect_style(url)
+    result = {"ok": False, "skipped": False, "status": None, "attempts": 0, "error": None,
+              "style": style, "event": event, "url": _redact(url)}
+    try:
+        req = build_request(url, event, style=style, message=message, title=title, headers=headers)
+    except ValueError as exc:
+        result["error"] = str(exc)
+        return result
+    if req is None:
+        result.update(ok=True, skipped=True)
+        return result
+    method, target, body, hdrs = req
+    for attempt in range(1, int(retries) + 2):
+        result["attempts"] = attempt
+        try:
+            resp = opener(Request(target, data=body, headers=hdrs, method=method), timeout=timeout)
+            try:
+                result["status"] = resp.getcode()
+            finally:
+                resp.close()
+            result["ok"] = 200 <= (result["status"] or 0) < 300
+            result["error"] = None if result["ok"] else "HTTP %s" % result["status"]
+            if result["ok"]:
+                return result
+        except HTTPError as exc:
+            result["status"] = exc.code
+            result["error"] = "HTTP %s %s" % (exc.code, exc.reason)
+            if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                return result
+        except (URLError, socket.timeout, OSError, ValueError) as exc:
+            result["error"] = "%s: %s" % (type(exc).__name__, getattr(exc, "reason", exc))
+        if attempt <= int(retries):
+            sleep(backoff * attempt)
+    return result
+
+
+def warning_for(result):
+    """The warning a failed ping becomes (None when it went through)."""
+    if result["ok"]:
+        return None
+    return ("Monitoring ping '%s' to %s failed after %d attempt(s): %s. The backup itself is not affected; "
+            "check the URL and that this host can reach it." % (result["event"], result["url"],
+                                                                result["attempts"], result["error"]))
+
+
+# -- freshness ---------------------------------------------------------------------------------
+
+def _set_time(name):
+    """Epoch seconds of a set folder named YYYYMMDDTHHMMSSZ (UTC)."""
+    import calendar  # noqa: PLC0415 - only needed here
+
+    return calendar.timegm(time.strptime(name.rstrip("Z"), "%Y%m%dT%H%M%S"))
+
+
+def _is_verified(set_json):
+    status = str(set_json.get("status", "")).lower()
+    verification = set_json.get("verification")
+    if isinstance(verification, dict) and verification.get("ok") is False:
+        return False
+    return status in VERIFIED_STATUSES or (isinstance(verification, dict) and verification.get("ok") is True)
+
+
+def verified_sets(instance_dir):
+    """Promoted, verified sets under `<target>/<instance>` as [(name, epoch, set.json dict)], oldest first.
+
+    A `.partial-*` folder is never a set; a folder without a readable set.json saying verified is skipped.
+    """
+    found = []
+    if not os.path.isdir(instance_dir):
+        return found
+    for name in sorted(os.listdir(instance_dir)):
+        path = os.path.join(instance_dir, name)
+        if not SET_NAME.match(name) or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        try:
+            with open(os.path.join(path, "set.json")) as fh:
+                data = json.load(fh)
+        except (OSError, IOError, ValueError):
+            continue
+        if _is_verified(data):
+            found.append((name, _set_time(name), data))
+    return found
+
+
+def newest_dumper_dump(db_dumps_dir):
+    """The dumper sidecar's layout: `<BACKUP_DIR>/last/*-latest.sql.gz` -> (path, mtime) or (None, None)."""
+    links = sorted(glob.glob(os.path.join(db_dumps_dir, "last", "*-latest.sql.gz")))
+    best = (None, None)
+    for link in links:
+        try:
+            mtime = os.stat(link).st_mtime  # follows the link to the real dump
+        except OSError:
+            continue
+        if best[1] is None or mtime > best[1]:
+            best = (os.path.realpath(link), mtime)
+    return best
+
+
+def freshness(target, instance=None, warn_hours=26.0, crit_hours=50.0, now=None, layout="sets"):
+    """How fresh is the newest verified backup? Returns a dict with `code` in Nagios style.
+
+    code 0 OK (younger than warn_hours), 1 WARNING (older than warn_hours), 2 CRITICAL (older than
+    crit_hours, or no verified backup at all), 3 UNKNOWN (target unreadable). `line` is one line.
+    layout `sets`: backup sets under `<target>/<instance>`; `dumper`: a dumper's `<target>/last/`.
+    """
+    now = time.time() if now is None else now
+    res = {"code": 3, "state": "UNKNOWN", "newest": None, "age_hours": None, "count": 0,
+           "size_bytes": None, "target": target, "instance": instance}
+    if layout == "dumper":
+        where = target
+        path, mtime = newest_dumper_dump(target) if os.path.isdir(target) else (None, None)
+        if path:
+            res.update(newest=path, count=1, size_bytes=os.path.getsize(path))
+            newest_epoch = mtime
+    else:
+        where = os.path.join(target, instance) if instance else target
+        sets = verified_sets(where) if os.path.isdir(where) else []
+        path = None
+        if sets:
+            name, newest_epoch, data = sets[-1]
+            path = os.path.join(where, name)
+            size = data.get("bytes") or data.get("size_bytes") or (data.get("sizes") or {}).get("total")
+            res.update(newest=name, count=len(sets), size_bytes=size)
+    if not os.path.isdir(where):
+        res["line"] = "BACKUP UNKNOWN - %s is not a readable folder" % where
+        return res
+    if not path:
+        res.update(code=2, state="CRITICAL", line="BACKUP CRITICAL - no verified backup under %s" % where)
+        return res
+    age = max(0.0, (now - newest_epoch) / 3600.0)
+    res["age_hours"] = round(age, 2)
+    if age >= float(crit_hours):
+        res.update(code=2, state="CRITICAL")
+    elif age >= float(warn_hours):
+        res.update(code=1, state="WARNING")
+    else:
+        res.update(code=0, state="OK")
+    res["line"] = "BACKUP %s - newest verified backup %s is %.1f h old (warn %s h, crit %s h) | age_hours=%.2f" % (
+        res["state"], res["newest"], age, warn_hours, crit_hours, age)
+    return res
+
+
+def main(argv=None):
+    """CLI for cron / Nagios / Icinga / Zabbix: one line, exit 0/1/2 (3 unknown)."""
+    import argparse  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="homelab-immich-monitor", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd")
+    f = sub.add_parser("freshness", help="age of the newest verified backup")
+    f.add_argument("--target", required=True)
+    f.add_argument("--instance")
+    f.add_argument("--layout", choices=("sets", "dumper"), default="sets")
+    f.add_argument("--warn-hours", type=float, default=26.0)
+    f.add_argument("--crit-hours", type=float, default=50.0)
+    f.add_argument("--json", action="store_true")
+    p = sub.add_parser("ping", help="send one start/success/failure ping")
+    p.add_argument("--url", required=True)
+    p.add_argument("--event", choices=EVENTS, required=True)
+    p.add_argument("--style", choices=STYLES)
+    p.add_argument("--message", default="")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--retries", type=int, default=2)
+    a = ap.parse_args(argv)
+    if a.cmd == "freshness":
+        res = freshness(a.target, a.instance, a.warn_hours, a.crit_hours, layout=a.layout)
+        print(json.dumps(res, sort_keys=True) if a.json else res["line"])
+        return res["code"]
+    if a.cmd == "ping":
+        res = ping(a.url, a.event, style=a.style, message=a.message, timeout=a.timeout, retries=a.retries)
+        print(warning_for(res) or "ping %s sent (%s)" % (a.event, res["style"]))
+        return 0 if res["ok"] else 1
+    ap.print_help()
+    return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
