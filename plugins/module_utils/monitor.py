@@ -19,22 +19,21 @@ __metaclass__ = type
 import glob
 import json
 import os
-import re
 import socket
 import sys
 import time
 
-try:  # Python 3
-    from urllib.error import HTTPError, URLError
-    from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
-    from urllib.request import Request, urlopen
-except ImportError:  # pragma: no cover - Python 2 is not supported on managed hosts
-    raise
+from urllib.error import HTTPError, URLError
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.request import Request, urlopen
+
+try:
+    from ansible_collections.homelab.immich.plugins.module_utils import manifest
+except ImportError:  # run as a script (cron / Nagios) from a folder holding manifest.py
+    import manifest
 
 EVENTS = ("start", "success", "failure")
 STYLES = ("healthchecks", "uptime_kuma", "ntfy")
-SET_NAME = re.compile(r"^\d{8}T\d{6}Z?$")
-VERIFIED_STATUSES = ("verified", "complete", "completed", "ok", "success")
 NTFY_PRIORITY = {"start": "2", "success": "3", "failure": "5"}
 NTFY_TAGS = {"start": "hourglass_flowing_sand", "success": "white_check_mark", "failure": "rotating_light"}
 
@@ -147,40 +146,19 @@ def warning_for(result):
 
 # -- freshness ---------------------------------------------------------------------------------
 
-def _set_time(name):
-    """Epoch seconds of a set folder named YYYYMMDDTHHMMSSZ (UTC)."""
-    import calendar  # noqa: PLC0415 - only needed here
-
-    return calendar.timegm(time.strptime(name.rstrip("Z"), "%Y%m%dT%H%M%S"))
-
-
-def _is_verified(set_json):
-    status = str(set_json.get("status", "")).lower()
-    verification = set_json.get("verification")
-    if isinstance(verification, dict) and verification.get("ok") is False:
-        return False
-    return status in VERIFIED_STATUSES or (isinstance(verification, dict) and verification.get("ok") is True)
-
-
 def verified_sets(instance_dir):
-    """Promoted, verified sets under `<target>/<instance>` as [(name, epoch, set.json dict)], oldest first.
+    """Promoted, verified sets under `<target>/<instance>` as [(set id, epoch, set.json)], oldest first.
 
-    A `.partial-*` folder is never a set; a folder without a readable set.json saying verified is skipped.
+    The set layout and what "verified" means are manifest.py's; `.partial-*` folders are never sets.
     """
     found = []
-    if not os.path.isdir(instance_dir):
-        return found
-    for name in sorted(os.listdir(instance_dir)):
-        path = os.path.join(instance_dir, name)
-        if not SET_NAME.match(name) or not os.path.isdir(path) or os.path.islink(path):
+    for sid in manifest.list_sets(instance_dir):
+        path = os.path.join(instance_dir, sid)
+        if os.path.islink(path):
             continue
-        try:
-            with open(os.path.join(path, "set.json")) as fh:
-                data = json.load(fh)
-        except (OSError, IOError, ValueError):
-            continue
-        if _is_verified(data):
-            found.append((name, _set_time(name), data))
+        data = manifest.read_set_json(path)
+        if data and data.get("status") == "verified":
+            found.append((sid, manifest.set_time(sid), data))
     return found
 
 
@@ -221,7 +199,7 @@ def freshness(target, instance=None, warn_hours=26.0, crit_hours=50.0, now=None,
         if sets:
             name, newest_epoch, data = sets[-1]
             path = os.path.join(where, name)
-            size = data.get("bytes") or data.get("size_bytes") or (data.get("sizes") or {}).get("total")
+            size = data.get("bytes") or (data.get("verification") or {}).get("bytes")
             res.update(newest=name, count=len(sets), size_bytes=size)
     if not os.path.isdir(where):
         res["line"] = "BACKUP UNKNOWN - %s is not a readable folder" % where
