@@ -21,7 +21,7 @@ PG_DATA = "/var/lib/postgresql/data"
 MEDIA_TARGETS = ("/data", "/usr/src/app/upload")
 DB_SERVICE_NAMES = ("database", "immich_postgres", "postgres", "db")
 SERVER_SERVICE_NAMES = ("immich-server", "immich_server", "server")
-OVERRIDABLE = ("project_name", "upload_location", "db_data_location", "db_user", "db_name",
+OVERRIDABLE = ("project_name", "server_url", "upload_location", "db_data_location", "db_user", "db_name",
                "db_container", "server_container", "db_service", "server_service", "media_location")
 
 
@@ -193,8 +193,18 @@ def discover(config, project_dir, env=None, overrides=None):
     if media_env and not ov.get("media_location"):
         media_location = media_env.rstrip("/")
 
+    server_url = ov.get("server_url")
+    if not server_url:
+        for port in server.get("ports") or []:
+            if isinstance(port, dict) and int(port.get("target") or 0) == 2283 and port.get("published"):
+                host = port.get("host_ip") or "127.0.0.1"
+                host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+                server_url = "http://%s:%s" % (host, port["published"])
+                break
+
     instance = {
         "project_name": project,
+        "server_url": server_url,
         "project_dir": os.path.normpath(project_dir),
         "compose_files": list(config.get("x-compose-files") or []),
         "db_service": db_service,
@@ -270,3 +280,34 @@ def reset_guard(instance, path, allow_outside_project=False, home_dirs=None):
         reasons.append("%s is outside the compose project %s (allow it explicitly if Postgres lives on "
                        "another disk)" % (real, project))
     return reasons
+
+
+def check_originals(instance, popen=subprocess.Popen, limit=20):
+    """Count assets in the DB and the originals missing on disk (originalPath mapped to UPLOAD_LOCATION).
+
+    Paths are streamed from psql one line at a time: 100k assets cost no memory. Assets of external
+    libraries (outside the media location) are counted but not checked: Immich does not own them.
+    """
+    argv = ["docker", "exec", instance["db_container"], "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+            "-U", instance["db_user"], "-d", instance["db_name"], "-c", 'SELECT "originalPath" FROM asset']
+    media = (instance.get("media_location") or "/data").rstrip("/") + "/"
+    upload = instance["upload_location"]
+    proc = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assets = missing = external = 0
+    examples = []
+    for raw in proc.stdout:
+        path = raw.decode("utf-8", "surrogateescape").rstrip("\n")
+        if not path:
+            continue
+        assets += 1
+        if not path.startswith(media):
+            external += 1
+            continue
+        if not os.path.isfile(os.path.join(upload, path[len(media):])):
+            missing += 1
+            if len(examples) < limit:
+                examples.append(path)
+    err = proc.stderr.read().decode("utf-8", "replace")
+    if proc.wait() != 0:
+        raise DiscoveryError("Cannot list assets in %s: %s" % (instance["db_container"], err.strip()[-500:]))
+    return {"assets": assets, "missing_originals": missing, "missing_examples": examples, "external_assets": external}

@@ -32,13 +32,16 @@ options:
     required: true
     choices: [lock, unlock, begin, finish, verify, select, prune]
   target:
-    description: Target folder (the C(<target>) of the layout). The instance folder is O(target)/O(instance_name).
+    description:
+      - Target folder (the C(<target>) of the layout). The instance folder is O(target)/O(instance_name).
+      - Required except for O(state=verify) with O(path) and O(manifest).
     type: path
-    required: true
   instance_name:
-    description: Instance folder name under O(target).
+    description: Instance folder name under O(target). Required with O(target).
     type: str
-    required: true
+  manifest:
+    description: With O(state=verify) and O(path), the file manifest to check O(path) against (instead of a set's).
+    type: path
   run_id:
     description: Identifier of this run, recorded in the lock (O(state=lock)/O(state=unlock)).
     type: str
@@ -60,6 +63,15 @@ options:
   set_id:
     description: A set name (C(20261124T220000Z)) for O(state=verify)/O(state=select); C(latest) or empty means the newest verified set.
     type: str
+  path:
+    description:
+      - With O(state=verify), check this folder (for example a restored UPLOAD_LOCATION) against the file manifest
+        of the set instead of the set itself.
+    type: path
+  allow_extra:
+    description: With O(path), files that are not in the manifest (thumbnails, newer uploads) are not an error.
+    type: bool
+    default: true
   deep:
     description: Check every file's sha256 (not only sizes and presence).
     type: bool
@@ -152,6 +164,18 @@ deleted:
   returned: prune
   type: list
   elements: str
+previous_dump_manifest:
+  description: Manifest of the previous set's dump (for the shrink check of M(homelab.immich.db_dump)).
+  returned: begin
+  type: str
+free_bytes:
+  description: Free bytes on the target's file system (O(state=begin)).
+  returned: begin
+  type: int
+previous_bytes:
+  description: Size of the previous set (dump + originals), for the free-space preflight.
+  returned: begin
+  type: int
 lock:
   description: The lock record (pid, host, started, run_id).
   returned: lock
@@ -159,6 +183,7 @@ lock:
 """
 
 import os
+import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.immich.plugins.module_utils import manifest as m
@@ -173,8 +198,9 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", required=True, choices=["lock", "unlock", "begin", "finish", "verify", "select", "prune"]),
-            target=dict(type="path", required=True),
-            instance_name=dict(type="str", required=True),
+            target=dict(type="path"),
+            instance_name=dict(type="str"),
+            manifest=dict(type="path"),
             run_id=dict(type="str"),
             lock_stale_seconds=dict(type="int", default=21600),
             lock_wait_seconds=dict(type="int", default=0),
@@ -182,6 +208,8 @@ def main():
             summary=dict(type="dict", default={}),
             set_id=dict(type="str"),
             deep=dict(type="bool", default=True),
+            path=dict(type="path"),
+            allow_extra=dict(type="bool", default=True),
             keep_last=dict(type="int", default=7),
             keep_daily=dict(type="int", default=7),
             keep_weekly=dict(type="int", default=4),
@@ -192,9 +220,11 @@ def main():
     )
     os.umask(0o077)
     p = module.params
-    root = m.instance_root(p["target"], p["instance_name"])
-    lock_path = os.path.join(root, m.LOCK_NAME)
     state = p["state"]
+    if not (state == "verify" and p["path"] and p["manifest"]) and not (p["target"] and p["instance_name"]):
+        module.fail_json(msg="target and instance_name are required for state=%s." % state)
+    root = m.instance_root(p["target"], p["instance_name"]) if p["target"] else None
+    lock_path = os.path.join(root, m.LOCK_NAME) if root else None
     try:
         if state == "lock":
             if module.check_mode:
@@ -209,7 +239,16 @@ def main():
             if module.check_mode:
                 module.exit_json(changed=True, set_id=None, set_dir=None, previous_dir=None)
             info = m.begin(root)
+            usage = shutil.disk_usage(root)
+            prev_info = m.read_set_json(info["previous_dir"]) if info["previous_dir"] else None
+            prev_bytes = 0
+            prev_dump_manifest = None
+            if info["previous_dir"]:
+                prev_dump_manifest = m.find_dump(os.path.join(info["previous_dir"], "db"))[1]
+            if prev_info:
+                prev_bytes = int((prev_info.get("verification") or {}).get("bytes") or 0) + int(prev_info.get("dump_bytes") or 0)
             module.exit_json(changed=True, set_id=info["set_id"], set_dir=info["partial"], db_dir=info["db_dir"],
+                             free_bytes=usage.free, previous_bytes=prev_bytes, previous_dump_manifest=prev_dump_manifest,
                              files_dir=info["files_dir"], previous_dir=info["previous_dir"],
                              removed_partials=info["removed_partials"])
         if state == "finish":
@@ -226,6 +265,21 @@ def main():
             final, info = m.finish(root, partial, summary, deep=p["deep"])
             module.exit_json(changed=True, set_id=info["set_id"], set_dir=final, set_info=info,
                              verification=info["verification"], manifest=counts)
+        if state == "verify" and p["path"]:
+            if p["manifest"]:
+                sid, set_dir, manifest_path = None, None, p["manifest"]
+            else:
+                sid, set_dir = _set_dir(module, root)
+                manifest_path = os.path.join(set_dir, m.FILES_MANIFEST)
+            report = m.verify_files(p["path"], manifest_path, deep=p["deep"])
+            ok = report["missing"] == 0 and report["changed"] == 0 and (p["allow_extra"] or report["extra"] == 0)
+            if not ok:
+                module.fail_json(msg="%s does not match the file manifest of set %s: %d missing, %d changed, %d extra (%s)."
+                                     % (p["path"], sid, report["missing"], report["changed"], report["extra"],
+                                        "; ".join(report["problems"][:5])), verification=report)
+            if sid is None:
+                module.exit_json(changed=False, verification=report)
+            module.exit_json(changed=False, set_id=sid, set_dir=set_dir, verification=report)
         if state == "verify":
             sid, set_dir = _set_dir(module, root)
             report = m.verify_set(set_dir, deep=p["deep"])

@@ -47,6 +47,21 @@ options:
         C(db_container), C(server_container), C(db_service), C(server_service), C(media_location), C(project_name).
     type: dict
     default: {}
+  check_originals:
+    description:
+      - Also count the assets in the database and check that every original (C(originalPath), mapped from
+        the media location to UPLOAD_LOCATION) exists on disk. Needs the database container running.
+    type: bool
+    default: false
+  reset_guard_path:
+    description:
+      - A folder the caller intends to wipe as DB_DATA_LOCATION. The reasons it must not be wiped are returned in
+        RV(reset_refusals) (empty when it is this project's database bind mount inside the project).
+    type: path
+  allow_outside_project:
+    description: With O(reset_guard_path), accept a database folder outside the compose project (Postgres on another disk).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -63,6 +78,20 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+reset_refusals:
+  description: Why O(reset_guard_path) must not be wiped; empty when it may.
+  returned: when O(reset_guard_path) is set
+  type: list
+  elements: str
+originals:
+  description: Assets counted in the database and originals missing on disk.
+  returned: when O(check_originals=true)
+  type: dict
+  contains:
+    assets: {description: Rows of the asset table., type: int}
+    missing_originals: {description: Assets whose original file is not on disk., type: int}
+    missing_examples: {description: Up to 20 missing paths., type: list, elements: str}
+    external_assets: {description: Assets outside the media location (external libraries; not checked)., type: int}
 instance:
   description: The instance, as every role of the collection consumes it.
   returned: success
@@ -81,6 +110,7 @@ instance:
     db_data_volume: {description: Named volume holding the Postgres data, when not a bind mount., type: str}
     upload_location: {description: Host folder of UPLOAD_LOCATION., type: str}
     media_location: {description: Where the server sees UPLOAD_LOCATION (C(/data) or C(/usr/src/app/upload))., type: str}
+    server_url: {description: "URL of the server's published port (for C(/api/server/ping)); null when not published.", type: str}
     db_running: {description: Whether the database container is running., type: bool}
     server_running: {description: Whether the server container is running., type: bool}
   sample:
@@ -92,10 +122,15 @@ instance:
 import subprocess
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.homelab.immich.plugins.module_utils.compose import DiscoveryError, discover_instance
+from ansible_collections.homelab.immich.plugins.module_utils.compose import (
+    DiscoveryError,
+    check_originals,
+    discover_instance,
+    reset_guard,
+)
 
 OVERRIDE_KEYS = ("upload_location", "db_data_location", "db_user", "db_name", "db_container", "server_container",
-                 "db_service", "server_service", "media_location", "project_name")
+                 "db_service", "server_service", "media_location", "project_name", "server_url")
 
 
 def _running(container):
@@ -114,6 +149,9 @@ def main():
             compose_files=dict(type="list", elements="str", default=[]),
             instance_name=dict(type="str"),
             overrides=dict(type="dict", default={}),
+            check_originals=dict(type="bool", default=False),
+            reset_guard_path=dict(type="path"),
+            allow_outside_project=dict(type="bool", default=False),
         ),
         required_one_of=[("project_dir", "project_name")],
         supports_check_mode=True,
@@ -129,7 +167,17 @@ def main():
         module.fail_json(msg=str(exc))
     inst["db_running"] = _running(inst["db_container"])
     inst["server_running"] = _running(inst["server_container"])
-    module.exit_json(changed=False, instance=inst, warnings=inst.pop("warnings", []) or [])
+    result = dict(changed=False, instance=inst)
+    if p["reset_guard_path"]:
+        result["reset_refusals"] = reset_guard(inst, p["reset_guard_path"], p["allow_outside_project"])
+    if p["check_originals"]:
+        try:
+            result["originals"] = check_originals(inst)
+        except DiscoveryError as exc:
+            module.fail_json(msg=str(exc), **result)
+    for warning in inst.pop("warnings", []):
+        module.warn(warning)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
