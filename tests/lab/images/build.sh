@@ -89,5 +89,6 @@ server=$(derive server "$bookworm" images/server.py:/usr/local/bin/immich-standi
   'ENTRYPOINT ["python3", "/usr/local/bin/immich-standin"]' 'CMD []' 'EXPOSE 2283')
 redis=$(derive redis "$bookworm" -- 'ENTRYPOINT ["redis-server", "--save", "", "--protected-mode", "no"]' 'CMD []')
 sshhost=$(derive sshhost "$bookworm" images/sshhost-entrypoint.sh:/usr/local/bin/sshhost-entrypoint.sh -- 'ENTRYPOINT ["/usr/local/bin/sshhost-entrypoint.sh"]' 'CMD []')
-printf 'LAB_IMAGE_POSTGRES15=%s\nLAB_IMAGE_POSTGRES17=%s\nLAB_IMAGE_SERVER=%s\nLAB_IMAGE_REDIS=%s\nLAB_IMAGE_SSHHOST=%s\n' \
-  "$pg15" "$pg17" "$server" "$redis" "$sshhost"
+dumper=$(derive dumper "$bookworm" dumper/dumper.py:/usr/local/bin/dumper -- 'ENTRYPOINT ["python3", "/usr/local/bin/dumper"]' 'CMD []')
+printf 'LAB_IMAGE_POSTGRES15=%s\nLAB_IMAGE_POSTGRES17=%s\nLAB_IMAGE_SERVER=%s\nLAB_IMAGE_REDIS=%s\nLAB_IMAGE_SSHHOST=%s\nLAB_IMAGE_DUMPER=%s\n' \
+  "$pg15" "$pg17" "$server" "$redis" "$sshhost" "$dumper"
