@@ -1,5 +1,6 @@
 """Shared pytest fixtures: the lab (tests/lab) and the collection's module_utils on sys.path."""
 import os
+import subprocess
 import sys
 import uuid
 
@@ -12,7 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "build", "collections"))
 
 
 def _docker_ok():
-    return os.system("docker info >/dev/null 2>&1") == 0
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The offline Immich lab: instances shaped like Immich's official compose project.
 
 Used by the tests, the benchmarks and `make demo`; also a small CLI:
@@ -38,7 +37,7 @@ def log(msg):
 def run(cmd, check=True, **kw):
     kw.setdefault("text", True)
     kw.setdefault("capture_output", True)
-    res = subprocess.run(cmd, **kw)
+    res = subprocess.run(cmd, check=False, **kw)
     if check and res.returncode != 0:
         raise RuntimeError("%s failed (rc=%s): %s" % (" ".join(cmd), res.returncode, (res.stderr or "").strip()[-2000:]))
     return res
@@ -49,7 +48,7 @@ def images():
     if not _IMAGES:
         out = run(["bash", os.path.join(HERE, "images", "build.sh")], stderr=None, capture_output=False, stdout=subprocess.PIPE).stdout
         for line in out.splitlines():
-            key, _, val = line.partition("=")
+            key, _sep, val = line.partition("=")
             _IMAGES[key] = val
     return _IMAGES
 
@@ -137,7 +136,7 @@ DB_DATABASE_NAME={database}
 class Instance:
     """One lab Immich instance. Every name is a parameter; defaults follow the project name."""
 
-    def __init__(self, name, pg=15, root=None, port=None, prefix=None, user="postgres",
+    def __init__(self, name, *, pg=15, root=None, port=None, prefix=None, user="postgres",
                  database="immich", password=None, upload="./library", db_data="./postgres"):
         self.name = name
         self.pg = int(pg)

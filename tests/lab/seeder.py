@@ -75,7 +75,7 @@ def seed(inst, size="small", rng_seed=1):
         lo, hi = spec["size"]
         for n in range(spec["assets"]):
             aid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            owner, label, _ = users[n % len(users)]
+            owner, label, _avatar = users[n % len(users)]
             video = n % 10 == 9
             ext = "mp4" if video else "jpg"
             if label:  # storage template on: library/<storageLabel>/<year>/...
@@ -95,7 +95,7 @@ def seed(inst, size="small", rng_seed=1):
                 _write(os.path.join(upload, vrel), os.urandom(1024))
                 files.append(("encoded_video", "%s/%s" % (MEDIA, vrel)))
             yield aid, owner, "VIDEO" if video else "IMAGE", "%s/%s" % (MEDIA, rel), os.path.basename(rel), \
-                "\\\\x" + hashlib.sha1(data).hexdigest(), files
+                "\\\\x" + hashlib.sha1(data, usedforsecurity=False).hexdigest()  # Immich's asset checksum, files
 
     asset_files = []
 

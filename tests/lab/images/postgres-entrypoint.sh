@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Lab stand-in for the official postgres image's entrypoint, for what Immich uses of it:
 # POSTGRES_USER/PASSWORD/DB and POSTGRES_INITDB_ARGS on an empty data dir, data in
 # /var/lib/postgresql/data, local socket trust and scram over TCP.

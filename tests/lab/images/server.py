@@ -35,7 +35,7 @@ def psql(sql=None, file=None):
         "-d", os.environ.get("DB_DATABASE_NAME", "immich"),
     ]
     cmd += ["-f", file] if file else ["-c", sql]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise RuntimeError(res.stderr.strip())
     return res.stdout.strip()
@@ -48,7 +48,7 @@ def wait_for_db(timeout=120):
             return psql("SELECT 1")
         except RuntimeError as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError("database not reachable: %s" % exc)
+                raise RuntimeError("database not reachable: %s" % exc) from exc
             time.sleep(1)
 
 

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # A managed host for the fleet scenario: sshd with the controller's key, Python 3 and the docker CLI
 # (bind-mounted from the lab host together with its socket).
 set -euo pipefail
