@@ -13,8 +13,6 @@ Only the standard library, rsync and the docker CLI are needed on the host.
 from __future__ import absolute_import, division, print_function
 
 import argparse
-import gzip
-import hashlib
 import json
 import os
 import random
@@ -27,8 +25,7 @@ LIB = os.environ.get("HOMELAB_IMMICH_LIB", os.path.dirname(os.path.abspath(__fil
 sys.path.insert(0, LIB)
 
 from ansible_collections.homelab.immich.plugins.module_utils import compose  # noqa: E402
-from ansible_collections.homelab.immich.plugins.module_utils import docker_exec  # noqa: E402
-from ansible_collections.homelab.immich.plugins.module_utils import dump_format  # noqa: E402
+from ansible_collections.homelab.immich.plugins.module_utils import db_ops  # noqa: E402
 from ansible_collections.homelab.immich.plugins.module_utils import manifest  # noqa: E402
 from ansible_collections.homelab.immich.plugins.module_utils import monitor  # noqa: E402
 
@@ -43,51 +40,6 @@ class StepFailed(Exception):
     def __init__(self, step, msg):
         Exception.__init__(self, "%s: %s" % (step, msg))
         self.step = step
-
-
-def dump_db(inst, db_dir, dump_kind):
-    """pg_dump(all) with the binaries in the DB container, no TTY, gzip --rsyncable-like stream to a file."""
-    pg_version = docker_exec.server_version(inst["db_container"], inst["db_user"])
-    major = dump_format.major_of(pg_version)
-    ver = (inst.get("immich_version") or "unknown").lstrip("v")
-    name = "immich-db-backup-%s-v%s-pg%s.sql.gz" % (time.strftime("%Y%m%dT%H%M%S", time.gmtime()), ver, major)
-    path = os.path.join(db_dir, name)
-    if dump_kind == "database":
-        cmd = ["pg_dump", "--clean", "--if-exists", "-U", inst["db_user"], "--dbname=" + inst["db_name"]]
-    else:
-        cmd = ["pg_dumpall", "--clean", "--if-exists", "-U", inst["db_user"]]
-    rows = docker_exec.row_counts(inst["db_container"], inst["db_user"], inst["db_name"])
-    started = time.time()
-    stage = docker_exec.Stage("pg_dump", docker_exec.exec_argv(inst["db_container"], cmd))
-    sha = hashlib.sha256()
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as raw:
-        class Tee:
-            def write(self, b):
-                sha.update(b)
-                raw.write(b)
-
-            def flush(self):
-                raw.flush()
-
-        with gzip.GzipFile(filename="", mode="wb", fileobj=Tee(), mtime=0, compresslevel=6) as gz:
-            docker_exec.pump(stage.proc.stdout.fileno(), [gz.write])
-    rc = stage.wait()
-    if rc != 0:
-        os.unlink(tmp)
-        raise docker_exec.DockerError("%s in %s exited %s: %s" % (cmd[0], inst["db_container"], rc, stage.stderr[-500:]))
-    info = dump_format.inspect_dump(tmp, scan=False)
-    if not info.get("trailer"):
-        raise dump_format.DumpError("the new dump has no completion trailer (truncated?): %s" % tmp)
-    os.rename(tmp, path)
-    meta = {"path": name, "bytes": os.path.getsize(path), "sha256": sha.hexdigest(),
-            "seconds": round(time.time() - started, 3), "dump_kind": info.get("dump_kind") or dump_kind,
-            "server_version": info.get("server_version") or pg_version,
-            "pg_dump_version": info.get("pg_dump_version"), "rows_by_table": rows,
-            "immich_version": inst.get("immich_version"), "compression": "gzip", "tool": "schedule"}
-    manifest.write_json(path + ".manifest.json", meta)
-    return meta
 
 
 def sync_originals(inst, files_dir, previous_dir, folders, excludes):
@@ -147,7 +99,11 @@ def run(cfg):
                 bs = manifest.begin(root)
                 step = "dump"
                 log("dumping %s (%s) into %s" % (inst["db_container"], cfg.get("dump_kind", "cluster"), bs["db_dir"]))
-                dump = dump_db(inst, bs["db_dir"], cfg.get("dump_kind", "cluster"))
+                prev_dump_manifest = manifest.find_dump(os.path.join(bs["previous_dir"], "db"))[1] if bs["previous_dir"] else None
+                dump = db_ops.dump(inst["db_container"], inst["db_user"], inst["db_name"], bs["db_dir"],
+                                   dump_kind=cfg.get("dump_kind", "cluster"), immich_version=inst.get("immich_version"),
+                                   previous_manifest=prev_dump_manifest, min_size_ratio=cfg.get("min_size_ratio", 0.5),
+                                   on_shrink=cfg.get("on_shrink", "fail"))
                 step = "originals"
                 folders = sync_originals(inst, bs["files_dir"], bs["previous_dir"],
                                          cfg.get("folders") or DEFAULT_FOLDERS, cfg.get("excludes") or [])
