@@ -47,6 +47,8 @@ def test_schedule_role_units_and_one_run(tmp_path, make_instance, lab, receiver)
     target = tmp_path / "backup"
     target.mkdir()
     dirs = {k: str(tmp_path / k) for k in ("lib", "etc", "systemd", "cron")}
+    for k in ("systemd", "cron"):  # exist on every real host
+        os.makedirs(dirs[k])
     extra = {
         "immich_schedule_project_dir": inst.root, "immich_schedule_targets": [str(target)],
         "immich_schedule_backend": "systemd", "immich_schedule_enable_now": False,
