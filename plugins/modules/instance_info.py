@@ -58,6 +58,10 @@ options:
       - A folder the caller intends to wipe as DB_DATA_LOCATION. The reasons it must not be wiped are returned in
         RV(reset_refusals) (empty when it is this project's database bind mount inside the project).
     type: path
+  check_reset:
+    description: Return RV(reset_refusals) for the discovered DB_DATA_LOCATION (or O(reset_guard_path) when set).
+    type: bool
+    default: false
   allow_outside_project:
     description: With O(reset_guard_path), accept a database folder outside the compose project (Postgres on another disk).
     type: bool
@@ -80,7 +84,7 @@ EXAMPLES = r"""
 RETURN = r"""
 reset_refusals:
   description: Why O(reset_guard_path) must not be wiped; empty when it may.
-  returned: when O(reset_guard_path) is set
+  returned: when O(reset_guard_path) or O(check_reset) is set
   type: list
   elements: str
 originals:
@@ -151,6 +155,7 @@ def main():
             overrides=dict(type="dict", default={}),
             check_originals=dict(type="bool", default=False),
             reset_guard_path=dict(type="path"),
+            check_reset=dict(type="bool", default=False),
             allow_outside_project=dict(type="bool", default=False),
         ),
         required_one_of=[("project_dir", "project_name")],
@@ -168,8 +173,9 @@ def main():
     inst["db_running"] = _running(inst["db_container"])
     inst["server_running"] = _running(inst["server_container"])
     result = dict(changed=False, instance=inst)
-    if p["reset_guard_path"]:
-        result["reset_refusals"] = reset_guard(inst, p["reset_guard_path"], p["allow_outside_project"])
+    if p["reset_guard_path"] or p["check_reset"]:
+        result["reset_refusals"] = reset_guard(inst, p["reset_guard_path"] or inst["db_data_location"],
+                                               p["allow_outside_project"])
     if p["check_originals"]:
         try:
             result["originals"] = check_originals(inst)

@@ -1,0 +1,298 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: immich_drill
+short_description: Scratch instance and checks of the disaster-recovery drill (homelab.immich.drill role)
+version_added: 0.1.0
+description:
+  - O(state=present) writes an isolated copy of a production compose project into O(scratch_dir) - its
+    own project name, container names, network, named volumes, folders and a free port on 127.0.0.1 -
+    without starting anything. The production project is only read (C(docker compose config)).
+  - O(state=verify) checks a restored scratch instance against a backup set - row counts against the
+    dump manifest, sha256 of all originals (or a sample) against C(files.manifest.tsv), no missing
+    file, ping - and returns the RPO (age of the set).
+  - O(state=absent) tears the scratch project down (C(down -v)), removes its folder and reports leftovers.
+options:
+  state:
+    description: What to do.
+    type: str
+    choices: [present, verify, absent]
+    required: true
+  project_dir:
+    description: Production compose project folder (read only). Needed for O(state=present).
+    type: path
+  compose_files:
+    description: Production compose files, when not the default ones.
+    type: list
+    elements: str
+    default: []
+  scratch_dir:
+    description: Folder of the scratch instance; must not be inside the production project or its folders.
+    type: path
+    required: true
+  suffix:
+    description: Added to the project and container names of the scratch instance.
+    type: str
+    default: drill
+  set_dir:
+    description: The backup set restored (for O(state=verify)).
+    type: path
+  sample:
+    description: Number of originals whose sha256 is checked; 0 checks all of them.
+    type: int
+    default: 0
+attributes:
+  check_mode:
+    support: none
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details: V(present) rewrites the same files; V(absent) is idempotent; V(verify) reads only.
+author:
+  - homelab.immich developers
+"""
+
+EXAMPLES = r"""
+- name: Create the scratch instance
+  immich_drill:
+    state: present
+    project_dir: /opt/immich
+    scratch_dir: /var/tmp/immich-drill/immich
+"""
+
+RETURN = r"""
+project_name:
+  description: Compose project name of the scratch instance.
+  returned: state=present
+  type: str
+port:
+  description: Port of the scratch immich-server on 127.0.0.1.
+  returned: state=present
+  type: int
+checks:
+  description: Each check of O(state=verify) with ok and detail.
+  returned: state=verify
+  type: list
+  elements: dict
+rpo_seconds:
+  description: Age of the backup set when it was verified.
+  returned: state=verify
+  type: float
+leftovers:
+  description: Containers, networks or folders of the scratch project still present after teardown.
+  returned: state=absent
+  type: list
+  elements: str
+"""
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.homelab.immich.plugins.module_utils import compose, manifest
+from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _inside(path, parent):
+    path, parent = os.path.realpath(path), os.path.realpath(parent)
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def scratch_config(config, inst, scratch_dir, suffix, port):
+    """The production compose model turned into an isolated one. Pure: returns (config, warnings)."""
+    warnings = []
+    project = "%s-%s" % (config.get("name") or inst["project_name"], suffix)
+    upload = os.path.join(scratch_dir, "library")
+    db_data = os.path.join(scratch_dir, "postgres")
+    services = {}
+    for name, svc in sorted((config.get("services") or {}).items()):
+        svc = json.loads(json.dumps(svc))
+        vols, skip = [], None
+        for vol in svc.get("volumes") or []:
+            if vol.get("type") == "bind":
+                src = vol.get("source") or ""
+                if inst.get("upload_location") and _inside(src, inst["upload_location"]):
+                    vol["source"] = upload + src[len(os.path.realpath(inst["upload_location"])):]
+                elif inst.get("db_data_location") and _inside(src, inst["db_data_location"]):
+                    vol["source"] = db_data
+                elif _inside(src, inst["project_dir"]) or not vol.get("read_only"):
+                    if src not in ("/etc/localtime", "/etc/timezone"):
+                        skip = "it writes to %s" % src
+            elif vol.get("type") == "volume" and vol.get("source"):
+                decl = (config.get("volumes") or {}).get(vol["source"]) or {}
+                if decl.get("external"):
+                    skip = "it uses the external volume %s" % vol["source"]
+            vols.append(vol)
+        if skip and name not in (inst.get("db_service"), inst.get("server_service")):
+            warnings.append("Service %s left out of the drill: %s (the production data stays untouched)." % (name, skip))
+            continue
+        if skip:
+            raise ValueError("The %s service cannot be isolated: %s." % (name, skip))
+        svc["volumes"] = vols
+        if svc.get("container_name"):
+            svc["container_name"] = "%s-%s" % (svc["container_name"], suffix)
+        svc["restart"] = "no"
+        if name == inst.get("server_service"):
+            svc["ports"] = [{"mode": "ingress", "host_ip": "127.0.0.1", "target": 2283, "published": str(port),
+                             "protocol": "tcp"}]
+        else:
+            svc.pop("ports", None)
+        svc["networks"] = {"default": None}
+        svc.pop("env_file", None)
+        deps = svc.get("depends_on")
+        if isinstance(deps, dict):
+            svc["depends_on"] = {k: v for k, v in deps.items() if k in (config.get("services") or {})}
+        services[name] = svc
+    for svc in services.values():
+        if isinstance(svc.get("depends_on"), dict):
+            svc["depends_on"] = {k: v for k, v in svc["depends_on"].items() if k in services}
+    volumes = {}
+    for vname, decl in (config.get("volumes") or {}).items():
+        if not decl.get("external"):
+            volumes[vname] = {k: v for k, v in decl.items() if k not in ("name",)}
+    out = {"name": project, "services": services, "networks": {"default": {}}}
+    if volumes:
+        out["volumes"] = volumes
+    return out, warnings, upload, db_data
+
+
+def present(module, p):
+    inst = compose.discover_instance(project_dir=p["project_dir"], compose_files=p["compose_files"] or None)
+    scratch = os.path.abspath(p["scratch_dir"])
+    for name, path in (("project folder", inst["project_dir"]), ("UPLOAD_LOCATION", inst["upload_location"]),
+                       ("DB_DATA_LOCATION", inst.get("db_data_location"))):
+        if path and (_inside(scratch, path) or _inside(path, scratch)):
+            module.fail_json(msg="Refusing to drill in %s: it overlaps the production %s %s. Choose another "
+                                 "immich_drill_scratch_root. Nothing was touched." % (scratch, name, path))
+    config = compose.load_config(inst["project_dir"], p["compose_files"] or None)
+    port = free_port()
+    cfg, warnings, upload, db_data = scratch_config(config, inst, scratch, p["suffix"], port)
+    if os.path.exists(scratch):
+        shutil.rmtree(scratch)
+    os.makedirs(upload, 0o700)
+    os.makedirs(db_data, 0o700)
+    path = os.path.join(scratch, "docker-compose.yml")
+    with open(path, "w") as fh:
+        fh.write("# Scratch instance of the homelab.immich drill: removed when the drill ends.\n")
+        json.dump(cfg, fh, indent=2)
+    env = compose.read_env_file(os.path.join(inst["project_dir"], ".env"))
+    env.update({"UPLOAD_LOCATION": upload, "DB_DATA_LOCATION": db_data})
+    fd = os.open(os.path.join(scratch, ".env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        for k, v in sorted(env.items()):
+            fh.write("%s=%s\n" % (k, v))
+    for w in warnings:
+        module.warn(w)
+    module.exit_json(changed=True, project_name=cfg["name"], port=port, scratch_dir=scratch,
+                     compose_file=path, services=sorted(cfg["services"]), production=inst,
+                     containers=[s.get("container_name") for s in cfg["services"].values() if s.get("container_name")])
+
+
+def verify(module, p):
+    inst = compose.discover_instance(project_dir=p["scratch_dir"])
+    set_dir = p["set_dir"]
+    checks = []
+
+    def check(name, ok, detail):
+        checks.append({"name": name, "ok": bool(ok), "detail": detail})
+
+    info = manifest.read_set_json(set_dir) or {}
+    want_rows = info.get("rows_by_table") or {}
+    try:
+        got_rows = dx.row_counts(inst["db_container"], inst["db_user"], inst["db_name"])
+        diff = sorted(t for t in set(want_rows) | set(got_rows) if want_rows.get(t) != got_rows.get(t))
+        check("row counts", want_rows and not diff,
+              "%d tables match the manifest" % len(want_rows) if want_rows and not diff else
+              "differ from the manifest: %s" % ", ".join("%s %s!=%s" % (t, got_rows.get(t), want_rows.get(t)) for t in diff[:10])
+              if want_rows else "the set records no row counts")
+    except dx.DockerError as exc:
+        check("row counts", False, str(exc))
+    files_dir = inst["upload_location"]
+    entries = list(manifest.read_manifest(os.path.join(set_dir, manifest.FILES_MANIFEST)))
+    missing = [e[0] for e in entries if not os.path.isfile(os.path.join(files_dir, e[0]))]
+    check("no missing files", not missing, "%d of %d files missing%s" % (
+        len(missing), len(entries), (": " + ", ".join(missing[:5])) if missing else ""))
+    present_entries = [e for e in entries if e[0] not in set(missing)]
+    sample = present_entries if p["sample"] <= 0 else random.sample(present_entries, min(p["sample"], len(present_entries)))
+    bad = [e[0] for e in sample if manifest.sha256_file(os.path.join(files_dir, e[0])) != e[3]]
+    check("sha256 of originals", not bad, "%d of %d checked files differ%s" % (
+        len(bad), len(sample), (": " + ", ".join(bad[:5])) if bad else ""))
+    pong = None
+    if inst.get("server_url"):
+        try:
+            with urllib.request.urlopen(inst["server_url"] + "/api/server/ping", timeout=10) as r:
+                pong = json.loads(r.read()).get("res")
+        except (OSError, ValueError) as exc:
+            pong = str(exc)
+    check("ping", pong == "pong", "server answered %r" % pong)
+    sid = os.path.basename(os.path.normpath(set_dir))
+    rpo = time.time() - manifest.set_time(sid) if manifest.SET_ID_RE.match(sid) else None
+    failed = [c for c in checks if not c["ok"]]
+    module.exit_json(changed=False, ok=not failed, checks=checks, rpo_seconds=rpo, files_checked=len(sample),
+                     files_total=len(entries), rows_by_table=want_rows,
+                     failed=["%s: %s" % (c["name"], c["detail"]) for c in failed])
+
+
+def absent(module, p):
+    scratch = os.path.abspath(p["scratch_dir"])
+    path = os.path.join(scratch, "docker-compose.yml")
+    project = None
+    if os.path.exists(path):
+        with open(path) as fh:
+            fh.readline()
+            project = json.load(fh).get("name")
+        subprocess.run(["docker", "compose", "--project-directory", scratch, "-f", path, "down", "-v",
+                        "--remove-orphans", "--timeout", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    existed = os.path.exists(scratch)
+    if existed:
+        shutil.rmtree(scratch, ignore_errors=True)
+    leftovers = []
+    if project:
+        label = "label=com.docker.compose.project=%s" % project
+        for kind in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
+            rc, out, _err = dx.run(["docker"] + kind + ["-q", "--filter", label])
+            leftovers += ["%s %s" % (kind[0], x) for x in out.split()]
+    if os.path.exists(scratch):
+        leftovers.append("folder %s" % scratch)
+    module.exit_json(changed=existed, leftovers=leftovers, project_name=project)
+
+
+def main():
+    module = AnsibleModule(argument_spec={
+        "state": {"type": "str", "required": True, "choices": ["present", "verify", "absent"]},
+        "project_dir": {"type": "path"},
+        "compose_files": {"type": "list", "elements": "str", "default": []},
+        "scratch_dir": {"type": "path", "required": True},
+        "suffix": {"type": "str", "default": "drill"},
+        "set_dir": {"type": "path"},
+        "sample": {"type": "int", "default": 0},
+    }, required_if=[("state", "present", ("project_dir",)), ("state", "verify", ("set_dir",))])
+    p = module.params
+    try:
+        {"present": present, "verify": verify, "absent": absent}[p["state"]](module, p)
+    except (compose.DiscoveryError, manifest.SetError, ValueError, OSError) as exc:
+        module.fail_json(msg="Drill %s failed: %s" % (p["state"], exc))
+
+
+if __name__ == "__main__":
+    main()
