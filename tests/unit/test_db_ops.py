@@ -1,0 +1,39 @@
+"""Pure parts of db_ops: names, shrink rules, error classification, owner remap."""
+import datetime
+
+from ansible_collections.homelab.immich.plugins.module_utils import db_ops
+
+
+def test_dump_filename_is_immich_shaped():
+    when = datetime.datetime(2026, 11, 24, 22, 0, 1)
+    assert db_ops.dump_filename(when, "v2.3.1", "15.14", "gzip") == "immich-db-backup-20261124T220001-v2.3.1-pg15.sql.gz"
+    assert db_ops.dump_filename(when, None, "17.6", "zstd").endswith("-vunknown-pg17.sql.zst")
+
+
+def test_shrink_rules():
+    prev = {"bytes": 1000, "rows_by_table": {"asset": 100, "user": 2}}
+    assert db_ops._shrink_problems(900, {"asset": 100, "user": 2}, prev, 0.5) == []
+    assert db_ops._shrink_problems(100, {"asset": 100, "user": 2}, prev, 0.5)
+    assert db_ops._shrink_problems(900, {"asset": 1, "user": 2}, prev, 0.5)
+    assert db_ops._shrink_problems(900, {}, None, 0.5)
+    assert "missing" in db_ops._shrink_problems(900, {"asset": 100, "x": 2}, prev, 0.5)[0]
+
+
+def test_error_classification():
+    log = db_ops.ErrorLog("postgres")
+    for line in [b"psql:<stdin>:14: ERROR:  current user cannot be dropped\n",
+                 b'psql:<stdin>:22: ERROR:  role "postgres" already exists\n',
+                 b'psql:<stdin>:99: ERROR:  role "other" already exists\n',
+                 b'psql:<stdin>:900: ERROR:  type "earth" does not exist\n', b"LINE 1: whatever\n"]:
+        log(line)
+    assert len(log.benign) == 2 and log.fatal_count == 2
+    assert 'type "earth" does not exist' in log.fatal[1]
+
+
+def test_owner_remap_streams():
+    rm = db_ops.OwnerRemap("postgres", "immich_admin")
+    data = b"ALTER TABLE public.asset OWNER TO postgres;\nCREATE ROLE postgres;\nALTER TABLE x OWNER TO postgres2;\n"
+    out = rm.feed(data[:20]) + rm.feed(data[20:]) + rm.flush()
+    assert out == (b"ALTER TABLE public.asset OWNER TO immich_admin;\nCREATE ROLE immich_admin;\n"
+                   b"ALTER TABLE x OWNER TO postgres2;\n")
+    assert rm.count == 2
