@@ -1,6 +1,7 @@
 """After side_effect (backup, change, backup, destroy, restore): the instance is the source again."""
 import json
 import os
+import shlex
 import subprocess
 
 import pytest
@@ -52,7 +53,7 @@ def test_changed_rows_came_back(host, source):
 
 
 def test_every_original_has_its_sha256(host, source):
-    cmd = host.run("python3 -c %s %s" % (json.dumps(HASH_ALL), source["upload_location"]))
+    cmd = host.run("python3 -c %s %s" % (shlex.quote(HASH_ALL), shlex.quote(source["upload_location"])))
     assert cmd.rc == 0, cmd.stderr
     restored = json.loads(cmd.stdout)
     assert source["new_photo"] in restored

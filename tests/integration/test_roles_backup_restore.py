@@ -1,0 +1,167 @@
+"""Acceptance tests of the backup/restore roles that are simplest from pytest (issue 4)."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rolerun import env, playbook_argv, report, run_playbook, sets, wipe, write_inventory  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shared_instance(lab, tmp_path_factory):
+    """One seeded PG15 instance reused by the tests that do not destroy it (CI budget)."""
+    inst = lab.Instance("r15-shared-%d" % os.getpid(), pg=15)
+    inst.up(seed="small")
+    yield inst
+    if os.environ.get("LAB_KEEP") != "1":
+        inst.down(purge=True)
+
+
+def test_second_backup_of_unchanged_instance_copies_nothing_and_shares_inodes(shared_instance, tmp_path):
+    inv = write_inventory(tmp_path, shared_instance)
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-4000:]
+    first = report(tmp_path, "backup")
+    assert first["files_transferred"] > 100
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-4000:]
+    second = report(tmp_path, "backup")
+    assert second["files_transferred"] == 0, "rsync copied originals of an unchanged instance"
+    assert second["files"] == first["files"]
+    a, b = first["set_dir"], second["set_dir"]
+    for rel in ("files/profile", "files/upload"):
+        for root, _dirs, names in os.walk(os.path.join(b, rel)):
+            for n in names:
+                path_b = os.path.join(root, n)
+                path_a = os.path.join(a, os.path.relpath(path_b, b))
+                assert os.stat(path_a).st_ino == os.stat(path_b).st_ino, path_b
+    assert os.stat(b).st_mode & 0o777 == 0o700
+    manifest = os.path.join(b, "files.manifest.tsv")
+    assert os.stat(manifest).st_mode & 0o777 == 0o600
+
+
+def test_corrupted_set_fails_before_compose_down(shared_instance, tmp_path):
+    inv = write_inventory(tmp_path, shared_instance)
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-4000:]
+    set_dir = report(tmp_path, "backup")["set_dir"]
+    victim = None
+    for root, _dirs, names in os.walk(os.path.join(set_dir, "files", "upload")):
+        for n in names:
+            if n != ".immich":
+                victim = os.path.join(root, n)
+                break
+        if victim:
+            break
+    # a new inode: the previous sets' hard links keep their bytes
+    data = bytearray(open(victim, "rb").read())
+    data[0] ^= 0xFF
+    os.unlink(victim)
+    with open(victim, "wb") as fh:
+        fh.write(bytes(data))
+    started = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", shared_instance.server],
+                             capture_output=True, text=True, check=True).stdout
+    rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
+    assert rc != 0
+    assert "failed verification" in out and "checksum differs" in out
+    assert "compose down" not in out.split("failed verification")[0].split("TASK [")[-1]
+    assert "6. Stop the instance and remove its containers" not in out
+    assert shared_instance.ping(), "the running instance must still answer pong"
+    again = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", shared_instance.server],
+                           capture_output=True, text=True, check=True).stdout
+    assert again == started, "immich-server was restarted by a refused restore"
+
+
+def test_two_backups_at_once_one_runs_the_other_meets_the_lock(shared_instance, tmp_path):
+    inv = write_inventory(tmp_path, shared_instance)
+    procs = [subprocess.Popen(playbook_argv(inv, "backup"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env()) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    rcs = [p.returncode for p in procs]
+    assert 0 in rcs, outs
+    for rc, out in zip(rcs, outs):
+        if rc != 0:
+            assert "Another backup of this instance is running" in out, out[-3000:]
+    # whatever happened, every promoted set verifies and no partial set is left as a set
+    for sid in sets(tmp_path, shared_instance.name):
+        with open(os.path.join(str(tmp_path), "backups", shared_instance.name, sid, "set.json")) as fh:
+            assert json.load(fh)["status"] == "verified"
+
+
+def test_lock_held_by_a_live_process_refuses_then_waits(shared_instance, tmp_path):
+    inv = write_inventory(tmp_path, shared_instance)
+    root = os.path.join(str(tmp_path), "backups", shared_instance.name)
+    os.makedirs(root, mode=0o700)
+    lock = os.path.join(root, ".lock")
+    with open(lock, "w") as fh:
+        json.dump({"pid": os.getpid(), "host": os.uname()[1], "started": time.time(), "run_id": "test"}, fh)
+    rc, out = run_playbook(inv, "backup")
+    assert rc != 0 and "Another backup of this instance is running" in out
+    assert sets(tmp_path, shared_instance.name) == []
+    # a waiting run gets the lock once the holder is gone
+    proc = subprocess.Popen(playbook_argv(inv, "backup", "-e", "immich_backup_lock_wait_seconds=120"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+    time.sleep(3)  # let it reach the lock; the assertion below does not depend on this timing
+    os.unlink(lock)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert len(sets(tmp_path, shared_instance.name)) == 1
+    # a lock whose process is dead is stale and broken
+    with open(lock, "w") as fh:
+        json.dump({"pid": 2 ** 22 - 7, "host": os.uname()[1], "started": time.time(), "run_id": "dead"}, fh)
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-3000:]
+
+
+def test_restore_into_non_fresh_database_needs_force(make_instance, tmp_path):
+    inst = make_instance(pg=15, seed="small", name="r15-fresh-%d" % os.getpid())
+    inv = write_inventory(tmp_path, inst, immich_restore_reset_db=False)
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-4000:]
+    before = inst.row_counts()
+    rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
+    assert rc != 0
+    assert "fresh" in out.lower() and "Check that the database is fresh" in out
+    assert "ROLLED BACK" in out
+    assert inst.ping()
+    assert inst.row_counts() == before
+    rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true", "-e", "immich_restore_force=true")
+    assert rc == 0, out[-4000:]
+    assert inst.row_counts() == before
+    assert inst.ping()
+
+
+def test_restore_of_renamed_instance_through_discovery(make_instance, tmp_path):
+    inst = make_instance(pg=15, seed="small", name="r15-ren-%d" % os.getpid(), prefix="rfamily%d" % os.getpid(),
+                         upload="./photos-disk", db_data="./pg-data", user="immichadmin", database="photos")
+    inv = write_inventory(tmp_path, inst)
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-4000:]
+    before = inst.row_counts()
+    wipe(inst)
+    rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
+    assert rc == 0, out[-4000:]
+    assert inst.row_counts() == before
+    assert inst.ping()
+    stats = inst.stats()
+    assert stats["missingCount"] == 0 and stats["assets"] == before["asset"]
+    result = report(tmp_path, "restore")
+    assert result["missing_originals"] == 0
+
+
+def test_restore_refuses_without_confirm_and_with_unsafe_db_folder(shared_instance, tmp_path):
+    inv = write_inventory(tmp_path, shared_instance)
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-4000:]
+    rc, out = run_playbook(inv, "restore")
+    assert rc != 0 and "immich_restore_confirm=true" in out and "Nothing was touched" in out
+    rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true",
+                           "-e", '{"immich_overrides": {"db_data_location": "%s"}}' % shared_instance.upload_location)
+    assert rc != 0 and "Refusing to reset DB_DATA_LOCATION" in out and "UPLOAD_LOCATION" in out
+    assert shared_instance.ping()
