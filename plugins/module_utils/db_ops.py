@@ -436,6 +436,12 @@ def verify_dump(src, manifest=None, target_major=None, find_owner=True):
         info = df.inspect_dump(src, on_chunk=look_owner if find_owner else None,
                                on_raw=sha.update if manifest and manifest.get("sha256") else None)
     except df.DumpError as exc:
+        if manifest and manifest.get("sha256"):
+            got = _file_sha(src)
+            if got != manifest["sha256"]:
+                raise OpError("Refusing to restore %s: its sha256 %s differs from the manifest's %s (file damaged or "
+                              "replaced; %s) The target was not touched. Use another backup set."
+                              % (src, got, manifest["sha256"], exc)) from exc
         raise OpError("Refusing to restore %s: %s The running instance was not touched." % (src, exc)) from exc
     info["owner"] = owner.get("role")
     untouched = "The target was not touched."
