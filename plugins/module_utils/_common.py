@@ -5,6 +5,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.homelab.immich.plugins.module_utils import db_ops, docker_exec, dump_format
+
 INSTANCE_ARGS = dict(
     container=dict(type="str"),
     project_dir=dict(type="path"),
@@ -24,7 +26,6 @@ def instance_args(**extra):
 
 def container_of(module):
     """Resolve the DB container once; fail with the lookup's own message."""
-    from ansible_collections.homelab.immich.plugins.module_utils import docker_exec  # noqa: PLC0415
     try:
         return docker_exec.resolve_container(module.params["container"], module.params["project_dir"],
                                              module.params["service"])
@@ -34,7 +35,6 @@ def container_of(module):
 
 def run_op(module, func, *args, **kwargs):
     """Call a db_ops function; turn its known errors into fail_json with the facts gathered so far."""
-    from ansible_collections.homelab.immich.plugins.module_utils import db_ops, docker_exec, dump_format  # noqa: PLC0415
     try:
         return func(*args, **kwargs)
     except db_ops.OpError as exc:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -110,6 +111,11 @@ def _remove_stale_partials(dest):
             pass
 
 
+def _terminate(signum, _frame):
+    # SIGTERM (Ansible's timeout, systemd stop) unwinds like an error: stages killed, partial removed.
+    raise SystemExit("db_dump terminated by signal %d: the partial dump was removed, the previous one is intact." % signum)
+
+
 def pg_dump_version(container, password=None):
     rc, out, err = dx.run(dx.exec_argv(container, ["pg_dump", "--version"]), password=password)
     if rc != 0:
@@ -194,6 +200,9 @@ def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gz
         state["written"] += len(buf)
 
     t1 = time.monotonic()
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         producer = dx.Stage("pg_dump", dx.exec_argv(container, cmd, password=password), password=password)
         stages.append(producer)
@@ -263,6 +272,9 @@ def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gz
                           "the previous dump is untouched. Free space there (`df -h %s`) or choose another dest."
                           % (dest, _mb(state["written"]), dest)) from exc
         raise
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     result.update(changed=True, bytes=state["written"], plain_bytes=state["plain"], sha256=manifest["sha256"],
                   seconds=round(seconds, 3), mb_per_s=round(state["plain"] / 1e6 / max(seconds, 1e-6), 1),
                   warnings=warnings, msg="Wrote %s (%s)." % (path, _mb(state["written"])))

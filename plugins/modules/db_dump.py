@@ -9,6 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: db_dump
+version_added: 0.1.0
 short_description: Stream a verified dump of Immich's Postgres to a file on the host
 description:
   - Runs C(pg_dumpall --clean --if-exists) (a cluster dump, the seed's way) or C(pg_dump --clean --if-exists)

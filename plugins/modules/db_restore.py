@@ -9,11 +9,12 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: db_restore
+version_added: 0.1.0
 short_description: Verify a Postgres dump, then stream it into Immich's database and prove the result
 description:
   - First a verification pass that sends nothing anywhere. It refuses a dump whose completion trailer is
     missing (truncated), whose sha256 differs from its manifest, that holds psql meta-commands or SQL that
-    run programs (C(\\!), C(\\o |), C(\\copy ... program), C(COPY ... PROGRAM)), or that was dumped from a
+    run programs (C(\!), C(\o |), C(\copy ... program), C(COPY ... PROGRAM)), or that was dumped from a
     newer Postgres major than the target runs.
   - Then one stream, decompress -> search_path rewrite -> owner remap -> C(docker exec -i <db> psql), with no
     temporary copy. Cluster dumps (C(pg_dumpall)) go through database C(postgres) without a single transaction;

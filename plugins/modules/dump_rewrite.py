@@ -9,6 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: dump_rewrite
+version_added: 0.1.0
 short_description: Apply the seed's search_path fix to a Postgres dump file
 description:
   - Rewrites C(SELECT pg_catalog.set_config('search_path', '', false);) into

@@ -9,6 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: fresh_check
+version_added: 0.1.0
 short_description: Tell whether an Immich database is a fresh install, safe to restore into
 description:
   - Fresh means no tables in schema public and no migration rows (C(kysely_migrations), C(migrations)) in

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Benchmark db_dump / db_restore / dump_rewrite against the seed's shell pipelines, in ONE run.
+
+Prints ratios (ours / reference) measured back to back on the same machine, on the lab's large
+dataset (>= 1 GiB of plain SQL). Uses the lab instance `mbench` (created with `--seed large` when it
+does not exist: minutes) and a fresh target `mbencht`; both are torn down at the end unless --keep.
+
+    .venv/bin/python bench/bench_dump_restore.py [--keep] [--work /var/tmp/mbench-work]
+
+Targets (issue #3): db_dump zstd <= 1.3x `docker exec <db> pg_dumpall > /dev/null`; db_dump gzip >= 1.5x
+faster than `docker exec -t <db> pg_dumpall --clean --if-exists | gzip > file`; db_restore <= 1.15x
+`gunzip | sed | docker exec -i <db> psql` on the same file; dump_rewrite no slower than sed; module peak
+RSS < 100 MiB.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "tests", "lab"), os.path.join(ROOT, "tests", "integration"),
+                os.path.join(ROOT, "build", "collections")]
+
+import lab  # noqa: E402
+from modrun import module_argv, module_env, module_input, parse_output  # noqa: E402
+
+SED = ("s/SELECT pg_catalog.set_config('search_path', '', false);/"
+       "SELECT pg_catalog.set_config('search_path', 'public, pg_catalog', true);/g")
+
+
+def sh(cmd):
+    t0 = time.monotonic()
+    subprocess.run(cmd, shell=True, check=True, executable="/bin/bash")  # noqa: S602 - the seed's pipelines verbatim
+    return time.monotonic() - t0
+
+
+def module(name, **args):
+    """Run a module; (seconds, result, peak RSS of the module process in MiB from /proc VmHWM)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(module_argv(name), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=module_env())
+    peak = [0]
+
+    def watch():
+        while proc.poll() is None:
+            try:
+                with open("/proc/%d/status" % proc.pid) as fh:
+                    for line in fh:
+                        if line.startswith("VmHWM:"):
+                            peak[0] = max(peak[0], int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    w = threading.Thread(target=watch, daemon=True)
+    w.start()
+    out, err = proc.communicate(module_input(args))
+    secs = time.monotonic() - t0
+    w.join()
+    res = parse_output(out, err, proc.returncode)
+    if res.get("failed"):
+        raise SystemExit("%s failed: %s" % (name, res.get("msg")))
+    return secs, res, peak[0] / 1024.0
+
+
+def reset(inst):
+    inst.psql("DROP DATABASE IF EXISTS immich WITH (FORCE);", database="postgres")
+    inst.psql("CREATE DATABASE immich;", database="postgres")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keep", action="store_true", help="keep mbench and mbencht for another run")
+    ap.add_argument("--work", default="/var/tmp/mbench-work")
+    a = ap.parse_args()
+    shutil.rmtree(a.work, ignore_errors=True)
+    os.makedirs(a.work)
+    src = lab.load("mbench")
+    if not os.path.exists(src.compose_file) or subprocess.run(["docker", "inspect", src.db], capture_output=True,
+                                                               check=False).returncode != 0:
+        src = lab.Instance("mbench", pg=15).up(seed="large")
+    tgt = lab.Instance("mbencht", pg=15).start_db_only()
+    rows = {}
+    try:
+        db = src.db
+        rows["floor pg_dumpall > /dev/null"] = sh("docker exec %s pg_dumpall --clean --if-exists -U postgres > /dev/null" % db)
+        t_zstd, r_zstd, rss_dump_zstd = module("db_dump", container=db, dest=a.work + "/zstd", compression="zstd")
+        seed_file = a.work + "/seed.sql.gz"
+        rows["seed docker exec -t | gzip"] = sh("docker exec -t %s pg_dumpall --clean --if-exists --username=postgres | gzip > %s"
+                                                % (db, seed_file))
+        t_gz, r_gz, rss_dump_gz = module("db_dump", container=db, dest=a.work + "/gzip", compression="gzip")
+        plain_bytes = r_gz["plain_bytes"]
+        reset(tgt)
+        rows["seed gunzip | sed | psql"] = sh("gunzip < %s | sed \"%s\" | docker exec -i %s psql --username=postgres "
+                                              ">/dev/null 2>&1" % (r_gz["path"], SED, tgt.db))
+        reset(tgt)
+        t_restore, r_restore, rss_restore = module("db_restore", container=tgt.db, src=r_gz["path"])
+        plain = a.work + "/plain.sql"
+        sh("gunzip < %s > %s" % (r_gz["path"], plain))
+        rows["sed on plain file"] = sh("LC_ALL=C sed \"%s\" %s > %s.sed" % (SED, plain, plain))
+        os.unlink(plain + ".sed")
+        t_rw, r_rw, rss_rw = module("dump_rewrite", src=plain, dest=plain + ".rw")
+        report = {
+            "plain_dump_bytes": plain_bytes, "gzip_bytes": r_gz["bytes"], "zstd_bytes": r_zstd["bytes"],
+            "seconds": dict(rows, **{"db_dump zstd": t_zstd, "db_dump gzip": t_gz, "db_restore": t_restore,
+                                     "db_restore verify pass": r_restore["verify_seconds"], "dump_rewrite": t_rw}),
+            "ratios": {
+                "db_dump zstd / floor (target <= 1.3)": t_zstd / rows["floor pg_dumpall > /dev/null"],
+                "seed gzip / db_dump gzip (target >= 1.5)": rows["seed docker exec -t | gzip"] / t_gz,
+                "db_restore / seed restore (target <= 1.15)": t_restore / rows["seed gunzip | sed | psql"],
+                "dump_rewrite / sed (target <= 1.0)": t_rw / rows["sed on plain file"],
+            },
+            "peak_rss_mib": {"db_dump zstd": rss_dump_zstd, "db_dump gzip": rss_dump_gz, "db_restore": rss_restore,
+                             "dump_rewrite": rss_rw},
+            "restored_rows_match": r_restore.get("rows_diff") == {},
+            "lines_rewritten": r_rw["lines_rewritten"],
+            "nproc": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
+        }
+        print(json.dumps(report, indent=2, default=lambda x: round(x, 3)))
+    finally:
+        shutil.rmtree(a.work, ignore_errors=True)
+        if not a.keep:
+            tgt.down(purge=True)
+            src.down(purge=True)
+
+
+if __name__ == "__main__":
+    main()
