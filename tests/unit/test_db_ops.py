@@ -37,3 +37,16 @@ def test_owner_remap_streams():
     assert out == (b"ALTER TABLE public.asset OWNER TO immich_admin;\nCREATE ROLE immich_admin;\n"
                    b"ALTER TABLE x OWNER TO postgres2;\n")
     assert rm.count == 2
+
+
+def test_zstd_missing_names_the_install(monkeypatch):
+    import shutil  # noqa: PLC0415
+
+    import pytest  # noqa: PLC0415
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "zstd" else real(name))
+    with pytest.raises(db_ops.OpError, match="apt-get install zstd"):
+        db_ops.compressor_argv("zstd")
+    assert db_ops.compressor_argv("gzip")[-1] == "-1"
+    assert db_ops.compressor_argv("none") == []
