@@ -8,7 +8,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: immich_drill
+module: drill_scratch
 short_description: Scratch instance and checks of the disaster-recovery drill (homelab.immich.drill role)
 version_added: 0.1.0
 description:
@@ -62,7 +62,7 @@ author:
 
 EXAMPLES = r"""
 - name: Create the scratch instance
-  immich_drill:
+  homelab.immich.drill_scratch:
     state: present
     project_dir: /opt/immich
     scratch_dir: /var/tmp/immich-drill/immich
@@ -250,7 +250,7 @@ def verify(module, p):
     failed = [c for c in checks if not c["ok"]]
     module.exit_json(changed=False, ok=not failed, checks=checks, rpo_seconds=rpo, files_checked=len(sample),
                      files_total=len(entries), rows_by_table=want_rows,
-                     failed=["%s: %s" % (c["name"], c["detail"]) for c in failed])
+                     problems=["%s: %s" % (c["name"], c["detail"]) for c in failed])
 
 
 def absent(module, p):
