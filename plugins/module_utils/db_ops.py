@@ -358,8 +358,17 @@ IMMICH_MARKERS = ("kysely_migrations", "migrations", "asset", "assets", "user", 
 def fresh_check(container, user, db_name, *, server_container=None, password=None, allowed_databases=()):
     reasons = []
     checks = {}
-    tables = [r[0] for r in dx.query(container, user, db_name,
-                                     "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1;", password)]
+    dbs = dx.databases(container, user, password)
+    extra = sorted(set(dbs) - {"postgres", db_name} - set(allowed_databases or ()))
+    checks["databases"] = dbs
+    if extra:
+        reasons.append("unexpected database(s): %s" % ", ".join(extra))
+    tables = []
+    if db_name not in dbs:
+        reasons.append("database %s does not exist (wrong db_name, or not the Immich Postgres container?)" % db_name)
+    else:
+        tables = [r[0] for r in dx.query(container, user, db_name,
+                                         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1;", password)]
     checks["public_tables"] = len(tables)
     if tables:
         reasons.append("database %s already has %d table(s) in schema public (%s)"
@@ -370,13 +379,6 @@ def fresh_check(container, user, db_name, *, server_container=None, password=Non
             checks[mig + "_rows"] = n
             if n:
                 reasons.append("%s holds %d migration row(s): an Immich server has already run against it" % (mig, n))
-    dbs = dx.databases(container, user, password)
-    extra = sorted(set(dbs) - {"postgres", db_name} - set(allowed_databases or ()))
-    checks["databases"] = dbs
-    if extra:
-        reasons.append("unexpected database(s): %s" % ", ".join(extra))
-    if db_name not in dbs:
-        reasons.append("database %s does not exist (wrong db_name?)" % db_name)
     if server_container:
         info = dx.inspect(server_container)
         if info is None:
