@@ -533,7 +533,7 @@ def acquire_lock(path, run_id, stale_seconds=6 * 3600, wait_seconds=0, poll=1.0,
                 "Another %s of this instance is running: lock %s held by pid %s on %s since %s (run %s). "
                 "Nothing was written. Wait for it to finish; if it is dead, the lock becomes stale when its "
                 "process is gone or after %d s, or remove %s by hand."
-                % (holder.get("purpose", "run"), path, holder.get("pid"), holder.get("host"),
+                % (holder.get("purpose") or purpose, path, holder.get("pid"), holder.get("host"),
                    time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(holder.get("started", 0)))),
                    holder.get("run_id"), stale_seconds, path))
         time.sleep(poll)

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rolerun import env, playbook_argv, report, run_playbook, sets, wipe, write_inventory  # noqa: E402
 
-pytestmark = pytest.mark.integration
+
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,6 @@ def test_corrupted_set_fails_before_compose_down(shared_instance, tmp_path):
     rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
     assert rc != 0
     assert "failed verification" in out and "checksum differs" in out
-    assert "compose down" not in out.split("failed verification")[0].split("TASK [")[-1]
     assert "6. Stop the instance and remove its containers" not in out
     assert shared_instance.ping(), "the running instance must still answer pong"
     again = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", shared_instance.server],
