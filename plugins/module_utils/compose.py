@@ -52,7 +52,7 @@ def read_env_file(path):
 
 
 def _run(argv):
-    res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    res = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     return res.returncode, res.stdout.decode("utf-8", "replace"), res.stderr.decode("utf-8", "replace")
 
 
@@ -198,7 +198,7 @@ def discover(config, project_dir, env=None, overrides=None):
         for port in server.get("ports") or []:
             if isinstance(port, dict) and int(port.get("target") or 0) == 2283 and port.get("published"):
                 host = port.get("host_ip") or "127.0.0.1"
-                host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+                host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a wildcard bind is reached on loopback
                 server_url = "http://%s:%s" % (host, port["published"])
                 break
 

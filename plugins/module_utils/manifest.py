@@ -180,8 +180,8 @@ def sha256_file(path):
 def read_manifest(path):
     """Entries (path, size, mtime, sha256) of a file manifest, one at a time."""
     with open(path, "r", encoding="utf-8", errors="surrogateescape") as fh:
-        for line in fh:
-            line = line.rstrip("\n")
+        for raw in fh:
+            line = raw.rstrip("\n")
             if not line or line.startswith("#"):
                 continue
             parts = line.split("\t")
@@ -386,7 +386,7 @@ def select(root, name=None, require_verified=True):
 
 
 # -- retention ----------------------------------------------------------------------------------
-def plan_retention(sets, keep_last=7, keep_daily=7, keep_weekly=4, keep_monthly=6):
+def plan_retention(sets, keep_last=7, keep_daily=7, keep_weekly=4, keep_monthly=6):  # noqa: PLR0917
     """(keep, delete) lists of set ids. `sets` = [(set_id, verified)], any order.
 
     Keep: the last N sets; the newest set of each of the last `keep_daily` days, `keep_weekly` ISO
@@ -420,7 +420,7 @@ def plan_retention(sets, keep_last=7, keep_daily=7, keep_weekly=4, keep_monthly=
     return sorted(keep), sorted(delete)
 
 
-def prune(root, keep_last=7, keep_daily=7, keep_weekly=4, keep_monthly=6, dry_run=False):
+def prune(root, keep_last=7, keep_daily=7, keep_weekly=4, keep_monthly=6, dry_run=False):  # noqa: PLR0917
     sets = [(sid, is_verified(os.path.join(root, sid))) for sid in list_sets(root)]
     keep, delete = plan_retention(sets, keep_last, keep_daily, keep_weekly, keep_monthly)
     if not dry_run:
@@ -498,7 +498,7 @@ def lock_state(path, stale_seconds, now=None):
     return holder, False, "held"
 
 
-def acquire_lock(path, run_id, stale_seconds=6 * 3600, wait_seconds=0, poll=1.0, purpose="backup"):
+def acquire_lock(path, run_id, stale_seconds=6 * 3600, wait_seconds=0, poll=1.0, purpose="backup"):  # noqa: PLR0917
     """Take the lock or raise SetError naming the holder. Re-entrant for the same run_id."""
     deadline = time.time() + max(wait_seconds, 0)
     pid = owner_pid()

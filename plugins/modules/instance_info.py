@@ -141,7 +141,7 @@ def _running(container):
     if not container:
         return False
     res = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     return res.returncode == 0 and res.stdout.strip() == b"true"
 
 

@@ -7,8 +7,8 @@ import pytest
 from ansible_collections.homelab.immich.plugins.module_utils import compose
 
 
-def model(project="immich", db_mount=None, media_target="/data", upload_src=None, container_names=True,
-          db_env=None, ports=None):
+def model(project="immich", db_mount=None, media_target="/data", upload_src=None,  # noqa: PLR0917
+          container_names=True, db_env=None, ports=None):
     root = "/srv/immich"
     db = {
         "image": "ghcr.io/immich-app/postgres:14-vectorchord0.4.3-pgvectors0.2.0",
