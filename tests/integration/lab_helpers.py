@@ -10,10 +10,14 @@ import pytest
 def instance(lab_module, prefix, pg, seed="small", start="all"):
     """A lab instance named m<prefix>-<random> (the caller tears it down)."""
     inst = lab_module.Instance("m%s-%s" % (prefix, uuid.uuid4().hex[:6]), pg=pg)
-    if start == "all":
-        inst.up(seed=seed)
-    else:
-        inst.start_db_only()
+    try:
+        if start == "all":
+            inst.up(seed=seed)
+        else:
+            inst.start_db_only()
+    except BaseException:
+        inst.down(purge=True)  # a failed set-up must not leave containers behind
+        raise
     return inst
 
 
