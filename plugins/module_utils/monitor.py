@@ -200,7 +200,7 @@ def freshness(target, instance=None, warn_hours=26.0, crit_hours=50.0, now=None,
             name, newest_epoch, data = sets[-1]
             path = os.path.join(where, name)
             size = data.get("bytes") or (data.get("verification") or {}).get("bytes")
-            res.update(newest=name, count=len(sets), size_bytes=size)
+            res.update(newest=name, count=len(sets), size_bytes=size, set_info=data)
     if not os.path.isdir(where):
         res["line"] = "BACKUP UNKNOWN - %s is not a readable folder" % where
         return res

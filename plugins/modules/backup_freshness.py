@@ -86,6 +86,10 @@ size_bytes:
   description: Size recorded for the newest set, when its set.json says.
   returned: always
   type: int
+set_info:
+  description: The C(set.json) of the newest verified set (sizes, durations, versions), for fleet reports.
+  returned: when a verified set was found
+  type: dict
 state:
   description: Nagios-style state, C(OK), C(WARNING), C(CRITICAL) or C(UNKNOWN).
   returned: always
