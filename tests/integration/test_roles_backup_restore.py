@@ -118,8 +118,8 @@ def test_lock_held_by_a_live_process_refuses_then_waits(shared_instance, tmp_pat
     assert rc == 0, out[-3000:]
 
 
-def test_restore_into_non_fresh_database_needs_force(make_instance, tmp_path):
-    inst = make_instance(pg=15, seed="small", name="r15-fresh-%d" % os.getpid())
+def test_restore_into_non_fresh_database_needs_force(shared_instance, tmp_path):
+    inst = shared_instance
     inv = write_inventory(tmp_path, inst, immich_restore_reset_db=False)
     rc, out = run_playbook(inv, "backup")
     assert rc == 0, out[-4000:]
