@@ -44,6 +44,11 @@ options:
   set_dir:
     description: The backup set restored (for O(state=verify)).
     type: path
+  dump_file:
+    description:
+      - Instead of O(set_dir), a single dump that was restored (a dumper sidecar's
+        C(db_dumps/last/*-latest.sql.gz)); the file checks are skipped and the RPO is the dump's age.
+    type: path
   sample:
     description: Number of originals whose sha256 is checked; 0 checks all of them.
     type: int
@@ -212,6 +217,8 @@ def verify(module, p):
     inst = compose.discover_instance(project_dir=p["scratch_dir"])
     set_dir = p["set_dir"]
     checks = []
+    if not set_dir:
+        return verify_dump_only(module, p, inst)
 
     def check(name, ok, detail):
         checks.append({"name": name, "ok": bool(ok), "detail": detail})
@@ -237,13 +244,7 @@ def verify(module, p):
     bad = [e[0] for e in sample if manifest.sha256_file(os.path.join(files_dir, e[0])) != e[3]]
     check("sha256 of originals", not bad, "%d of %d checked files differ%s" % (
         len(bad), len(sample), (": " + ", ".join(bad[:5])) if bad else ""))
-    pong = None
-    if inst.get("server_url"):
-        try:
-            with urllib.request.urlopen(inst["server_url"] + "/api/server/ping", timeout=10) as r:
-                pong = json.loads(r.read()).get("res")
-        except (OSError, ValueError) as exc:
-            pong = str(exc)
+    pong = _ping(inst)
     check("ping", pong == "pong", "server answered %r" % pong)
     sid = os.path.basename(os.path.normpath(set_dir))
     rpo = time.time() - manifest.set_time(sid) if manifest.SET_ID_RE.match(sid) else None
@@ -251,6 +252,35 @@ def verify(module, p):
     module.exit_json(changed=False, ok=not failed, checks=checks, rpo_seconds=rpo, files_checked=len(sample),
                      files_total=len(entries), rows_by_table=want_rows,
                      problems=["%s: %s" % (c["name"], c["detail"]) for c in failed])
+
+
+def _ping(inst):
+    if not inst.get("server_url"):
+        return None
+    try:
+        with urllib.request.urlopen(inst["server_url"] + "/api/server/ping", timeout=10) as r:
+            return json.loads(r.read()).get("res")
+    except (OSError, ValueError) as exc:
+        return str(exc)
+
+
+def verify_dump_only(module, p, inst):
+    """A drill of one dump (no set): the database loaded with tables and assets, and the server answers."""
+    checks = []
+    try:
+        rows = dx.row_counts(inst["db_container"], inst["db_user"], inst["db_name"])
+        ok = len(rows) > 0 and rows.get("asset", 0) > 0
+        checks.append({"name": "row counts", "ok": ok, "detail": "%d tables restored, %s assets (no manifest with a dumper's dump)"
+                       % (len(rows), rows.get("asset"))})
+    except dx.DockerError as exc:
+        rows = {}
+        checks.append({"name": "row counts", "ok": False, "detail": str(exc)})
+    pong = _ping(inst)
+    checks.append({"name": "ping", "ok": pong == "pong", "detail": "server answered %r" % pong})
+    rpo = time.time() - os.stat(p["dump_file"]).st_mtime
+    failed = [c for c in checks if not c["ok"]]
+    module.exit_json(changed=False, ok=not failed, checks=checks, rpo_seconds=rpo, files_checked=0, files_total=0,
+                     rows_by_table=rows, problems=["%s: %s" % (c["name"], c["detail"]) for c in failed])
 
 
 def absent(module, p):
@@ -285,8 +315,9 @@ def main():
         "scratch_dir": {"type": "path", "required": True},
         "suffix": {"type": "str", "default": "drill"},
         "set_dir": {"type": "path"},
+        "dump_file": {"type": "path"},
         "sample": {"type": "int", "default": 0},
-    }, required_if=[("state", "present", ("project_dir",)), ("state", "verify", ("set_dir",))])
+    }, required_if=[("state", "present", ("project_dir",)), ("state", "verify", ("set_dir", "dump_file"), True)])
     p = module.params
     try:
         {"present": present, "verify": verify, "absent": absent}[p["state"]](module, p)

@@ -23,13 +23,13 @@ def backup(inst, target):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def drill(tmp_path, inst, target, reports, scratch_root):
+def drill(tmp_path, inst, target, reports, scratch_root, **more):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "build", "collections"),
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
                PATH=BIN + os.pathsep + os.environ["PATH"])
     extra = {"immich_hosts": "localhost", "immich_drill_project_dir": inst.root, "immich_drill_source": str(target),
              "immich_drill_report_dir": str(reports), "immich_drill_scratch_root": str(scratch_root),
-             "immich_drill_sample": 0, "ansible_python_interpreter": os.path.join(BIN, "python")}
+             "immich_drill_sample": 0, "ansible_python_interpreter": os.path.join(BIN, "python"), **more}
     (tmp_path / "drill-vars.json").write_text(json.dumps(extra))
     return subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
                            "-e", "@" + str(tmp_path / "drill-vars.json"), "homelab.immich.drill"],

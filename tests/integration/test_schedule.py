@@ -120,5 +120,15 @@ def test_schedule_role_units_and_one_run(tmp_path, make_instance, lab, receiver)
             assert os.path.exists(os.path.join(inst.root, "db_dumps", sub, "immich-latest.sql.gz"))
         info = dump_format.inspect_dump(latest)
         assert info["trailer"] == "database" and info["compression"] == "gzip"
+
+        # The drill accepts the dumper's db_dumps/last/*-latest.sql.gz as its source.
+        from test_drill import drill  # noqa: PLC0415 - shares the drill runner
+
+        reports = tmp_path / "reports"
+        res = drill(tmp_path, inst, target, reports, tmp_path / "scratch",
+                    immich_drill_dump_file=os.path.join(inst.root, "db_dumps", "last", "*-latest.sql.gz"))
+        assert res.returncode == 0, res.stdout[-5000:]
+        report = json.loads((reports / "drill-localhost.json").read_text())
+        assert report["status"] == "ok" and report["set_id"].startswith("immich-") and report["leftovers"] == []
     finally:
         inst.compose(*files, "rm", "-sf", "immich-db-dumper", check=False)
