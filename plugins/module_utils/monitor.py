@@ -48,7 +48,7 @@ def detect_style(url):
     return "healthchecks"
 
 
-def build_request(url, event, style=None, message="", title=None, headers=None):
+def build_request(url, event, *, style=None, message="", title=None, headers=None):
     """The HTTP request one ping is: (method, url, body bytes or None, headers), or None to skip.
 
     healthchecks.io: `<url>/start`, `<url>`, `<url>/fail`, the message as POST body (kept in the log).
@@ -91,7 +91,7 @@ def _redact(url):
     return "%s://%s/..." % (parts.scheme, parts.netloc) if parts.path.strip("/") else url
 
 
-def ping(url, event, style=None, message="", title=None, headers=None, timeout=10.0, retries=2,
+def ping(url, event, *, style=None, message="", title=None, headers=None, timeout=10.0, retries=2,
          backoff=1.0, opener=None, sleep=time.sleep):
     """Send one ping; never raises. Returns a dict: ok, skipped, status, attempts, error, style, url.
 
@@ -114,7 +114,9 @@ def ping(url, event, style=None, message="", title=None, headers=None, timeout=1
     for attempt in range(1, int(retries) + 2):
         result["attempts"] = attempt
         try:
-            resp = opener(Request(target, data=body, headers=hdrs, method=method), timeout=timeout)
+            if not target.lower().startswith(("http://", "https://")):
+                raise ValueError("only http(s) URLs can be pinged, not %s" % _redact(target))
+            resp = opener(Request(target, data=body, headers=hdrs, method=method), timeout=timeout)  # noqa: S310 - scheme checked above
             try:
                 result["status"] = resp.getcode()
             finally:
@@ -176,7 +178,7 @@ def newest_dumper_dump(db_dumps_dir):
     return best
 
 
-def freshness(target, instance=None, warn_hours=26.0, crit_hours=50.0, now=None, layout="sets"):
+def freshness(target, instance=None, warn_hours=26.0, crit_hours=50.0, *, now=None, layout="sets"):
     """How fresh is the newest verified backup? Returns a dict with `code` in Nagios style.
 
     code 0 OK (younger than warn_hours), 1 WARNING (older than warn_hours), 2 CRITICAL (older than

@@ -130,8 +130,8 @@ def scratch_config(config, inst, scratch_dir, suffix, port):
     upload = os.path.join(scratch_dir, "library")
     db_data = os.path.join(scratch_dir, "postgres")
     services = {}
-    for name, svc in sorted((config.get("services") or {}).items()):
-        svc = json.loads(json.dumps(svc))
+    for name, svc_in in sorted((config.get("services") or {}).items()):
+        svc = json.loads(json.dumps(svc_in))
         vols, skip = [], None
         for vol in svc.get("volumes") or []:
             if vol.get("type") == "bind":
@@ -258,7 +258,7 @@ def _ping(inst):
     if not inst.get("server_url"):
         return None
     try:
-        with urllib.request.urlopen(inst["server_url"] + "/api/server/ping", timeout=10) as r:
+        with urllib.request.urlopen(inst["server_url"] + "/api/server/ping", timeout=10) as r:  # noqa: S310 - http URL from discovery
             return json.loads(r.read()).get("res")
     except (OSError, ValueError) as exc:
         return str(exc)
@@ -292,7 +292,7 @@ def absent(module, p):
             fh.readline()
             project = json.load(fh).get("name")
         subprocess.run(["docker", "compose", "--project-directory", scratch, "-f", path, "down", "-v",
-                        "--remove-orphans", "--timeout", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                        "--remove-orphans", "--timeout", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     existed = os.path.exists(scratch)
     if existed:
         shutil.rmtree(scratch, ignore_errors=True)

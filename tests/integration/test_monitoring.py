@@ -30,7 +30,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(b"OK")
 
-            do_GET = do_POST = _record
+            do_GET = do_POST = _record  # noqa: N815 - http.server handler names
 
             def log_message(self, *a):
                 pass
@@ -88,7 +88,8 @@ def run_play(tmp_path, style, url, fail):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, "build", "collections"),
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
                PATH=BIN + os.pathsep + os.environ["PATH"])
-    return subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=" + os.path.join(BIN, "python"), str(play)],
+    return subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", "ansible_python_interpreter=" + os.path.join(BIN, "python"), str(play)],
                           capture_output=True, text=True, env=env, timeout=300)
 
 
