@@ -18,7 +18,7 @@ description:
   - Fails when it is older than O(max_age_hours) or when there is none.
   - The same check runs without Ansible, for cron or a Nagios/Icinga/Zabbix agent, as
     C(python3 /usr/local/lib/homelab-immich/ansible_collections/homelab/immich/plugins/module_utils/monitor.py freshness --target T --instance I)
-    (installed by the C(homelab.immich.schedule) role): one line, exit code 0 OK, 1 warning, 2 critical.
+    (installed by the C(homelab.immich.schedule) role) prints one line and exits 0 OK, 1 warning, 2 critical.
 options:
   target:
     description: The backup target folder (the one holding one folder per instance), or the dumper's BACKUP_DIR.
