@@ -76,6 +76,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep", action="store_true", help="keep mbench and mbencht for another run")
     ap.add_argument("--work", default="/var/tmp/mbench-work")
+    ap.add_argument("--parts", default="dump,restore,rewrite", help="comma list of dump, restore, rewrite")
     a = ap.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
@@ -83,43 +84,46 @@ def main():
     if not os.path.exists(src.compose_file) or subprocess.run(["docker", "inspect", src.db], capture_output=True,
                                                                check=False).returncode != 0:
         src = lab.Instance("mbench", pg=15).up(seed="large")
-    tgt = lab.Instance("mbencht", pg=15).start_db_only()
-    rows = {}
+    tgt = lab.load("mbencht") if os.path.isdir(os.path.join(lab.INSTANCES, "mbencht")) else lab.Instance("mbencht", pg=15)
+    tgt.start_db_only()
     try:
         db = src.db
-        rows["floor pg_dumpall > /dev/null"] = sh("docker exec %s pg_dumpall --clean --if-exists -U postgres > /dev/null" % db)
-        t_zstd, r_zstd, rss_dump_zstd = module("db_dump", container=db, dest=a.work + "/zstd", compression="zstd")
-        seed_file = a.work + "/seed.sql.gz"
-        rows["seed docker exec -t | gzip"] = sh("docker exec -t %s pg_dumpall --clean --if-exists --username=postgres | gzip > %s"
-                                                % (db, seed_file))
-        t_gz, r_gz, rss_dump_gz = module("db_dump", container=db, dest=a.work + "/gzip", compression="gzip")
-        plain_bytes = r_gz["plain_bytes"]
-        reset(tgt)
-        rows["seed gunzip | sed | psql"] = sh("gunzip < %s | sed \"%s\" | docker exec -i %s psql --username=postgres "
-                                              ">/dev/null 2>&1" % (r_gz["path"], SED, tgt.db))
-        reset(tgt)
-        t_restore, r_restore, rss_restore = module("db_restore", container=tgt.db, src=r_gz["path"])
-        plain = a.work + "/plain.sql"
-        sh("gunzip < %s > %s" % (r_gz["path"], plain))
-        rows["sed on plain file"] = sh("LC_ALL=C sed \"%s\" %s > %s.sed" % (SED, plain, plain))
-        os.unlink(plain + ".sed")
-        t_rw, r_rw, rss_rw = module("dump_rewrite", src=plain, dest=plain + ".rw")
-        report = {
-            "plain_dump_bytes": plain_bytes, "gzip_bytes": r_gz["bytes"], "zstd_bytes": r_zstd["bytes"],
-            "seconds": dict(rows, **{"db_dump zstd": t_zstd, "db_dump gzip": t_gz, "db_restore": t_restore,
-                                     "db_restore verify pass": r_restore["verify_seconds"], "dump_rewrite": t_rw}),
-            "ratios": {
-                "db_dump zstd / floor (target <= 1.3)": t_zstd / rows["floor pg_dumpall > /dev/null"],
-                "seed gzip / db_dump gzip (target >= 1.5)": rows["seed docker exec -t | gzip"] / t_gz,
-                "db_restore / seed restore (target <= 1.15)": t_restore / rows["seed gunzip | sed | psql"],
-                "dump_rewrite / sed (target <= 1.0)": t_rw / rows["sed on plain file"],
-            },
-            "peak_rss_mib": {"db_dump zstd": rss_dump_zstd, "db_dump gzip": rss_dump_gz, "db_restore": rss_restore,
-                             "dump_rewrite": rss_rw},
-            "restored_rows_match": r_restore.get("rows_diff") == {},
-            "lines_rewritten": r_rw["lines_rewritten"],
-            "nproc": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
-        }
+        parts = set(a.parts.split(","))
+        secs, ratios, rss, report = {}, {}, {}, {}
+        floor = "floor pg_dumpall > /dev/null"
+        seed_dump = "seed docker exec -t | gzip"
+        seed_restore = "seed gunzip | sed | psql"
+        if "dump" in parts:
+            secs[floor] = sh("docker exec %s pg_dumpall --clean --if-exists -U postgres > /dev/null" % db)
+            secs["db_dump zstd"], r_zstd, rss["db_dump zstd"] = module("db_dump", container=db, dest=a.work + "/zstd",
+                                                                       compression="zstd")
+            secs[seed_dump] = sh("docker exec -t %s pg_dumpall --clean --if-exists --username=postgres | gzip > %s/seed.sql.gz"
+                                 % (db, a.work))
+            report["zstd_bytes"] = r_zstd["bytes"]
+            ratios["db_dump zstd / floor (target <= 1.3)"] = secs["db_dump zstd"] / secs[floor]
+        secs["db_dump gzip"], r_gz, rss["db_dump gzip"] = module("db_dump", container=db, dest=a.work + "/gzip",
+                                                                 compression="gzip")
+        report.update(plain_dump_bytes=r_gz["plain_bytes"], gzip_bytes=r_gz["bytes"])
+        if "dump" in parts:
+            ratios["seed gzip / db_dump gzip (target >= 1.5)"] = secs[seed_dump] / secs["db_dump gzip"]
+        if "restore" in parts:
+            reset(tgt)
+            secs[seed_restore] = sh("gunzip < %s | sed \"%s\" | docker exec -i %s psql --username=postgres "
+                                    ">/dev/null 2>&1" % (r_gz["path"], SED, tgt.db))
+            reset(tgt)
+            secs["db_restore"], r_restore, rss["db_restore"] = module("db_restore", container=tgt.db, src=r_gz["path"])
+            secs["db_restore verify pass"] = r_restore["verify_seconds"]
+            report["restored_rows_match"] = r_restore.get("rows_diff") == {}
+            ratios["db_restore / seed restore (target <= 1.15)"] = secs["db_restore"] / secs[seed_restore]
+        if "rewrite" in parts:
+            plain = a.work + "/plain.sql"
+            sh("gunzip < %s > %s" % (r_gz["path"], plain))
+            secs["sed on plain file"] = sh("LC_ALL=C sed \"%s\" %s > %s.sed" % (SED, plain, plain))
+            os.unlink(plain + ".sed")
+            secs["dump_rewrite"], r_rw, rss["dump_rewrite"] = module("dump_rewrite", src=plain, dest=plain + ".rw")
+            report["lines_rewritten"] = r_rw["lines_rewritten"]
+            ratios["dump_rewrite / sed (target <= 1.0)"] = secs["dump_rewrite"] / secs["sed on plain file"]
+        report.update(seconds=secs, ratios=ratios, peak_rss_mib=rss, nproc=os.cpu_count(), loadavg_at_end=os.getloadavg())
         print(json.dumps(report, indent=2, default=lambda x: round(x, 3)))
     finally:
         shutil.rmtree(a.work, ignore_errors=True)

@@ -285,26 +285,20 @@ def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gz
 # dump_rewrite
 
 def rewrite_file(src, dest=None, compression=None, check_mode=False):
-    """Rewrite src into dest (same folder temp + rename); idempotent."""
+    """Rewrite src into dest in ONE streaming pass (temp in dest's folder, then rename); idempotent."""
     in_comp = df.sniff_file(src)
     out_comp = compression or in_comp
     dest = dest or src
-    counter = SearchPathRewriter()
-    info = df.inspect_dump(src, on_chunk=counter.feed, compression=in_comp, scan=False)
-    counter.flush()
-    would = counter.count
-    same_file = os.path.exists(dest) and os.path.samefile(src, dest)
-    if would == 0 and (same_file or (os.path.exists(dest) and df.sniff_file(dest) == out_comp
-                                     and _file_sha(dest) == _file_sha(src) and out_comp == in_comp)):
-        return {"changed": False, "lines_rewritten": 0, "dest": dest, "compression": out_comp,
-                "msg": "Nothing to rewrite: %s already has the search_path fix." % src}
+    rw = SearchPathRewriter()
     if check_mode:
-        return {"changed": True, "lines_rewritten": would, "dest": dest, "compression": out_comp,
-                "msg": "Would rewrite %d line(s) into %s." % (would, dest)}
+        info = df.inspect_dump(src, on_chunk=rw.feed, compression=in_comp, scan=False)
+        rw.flush()
+        return {"changed": rw.count > 0 or not _same_output(src, dest, in_comp, out_comp), "lines_rewritten": rw.count,
+                "dest": dest, "compression": out_comp, "dump_kind": info["dump_kind"],
+                "msg": "Would rewrite %d line(s) into %s." % (rw.count, dest)}
     folder = os.path.dirname(os.path.abspath(dest))
     tmp = os.path.join(folder, ".%s.%d.tmp" % (os.path.basename(dest), os.getpid()))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    rw = SearchPathRewriter()
     try:
         cargv = compressor_argv(out_comp)
         comp = dx.Stage(cargv[0], cargv, stdin=subprocess.PIPE, stdout=fd) if cargv else None
@@ -325,6 +319,12 @@ def rewrite_file(src, dest=None, compression=None, check_mode=False):
             comp.proc.stdin.close()
             if comp.wait() != 0:
                 raise OpError("%s failed while writing %s: %s" % (comp.name, dest, comp.stderr.strip()))
+        if rw.count == 0 and _same_output(src, dest, in_comp, out_comp):
+            os.close(fd)
+            fd = None
+            os.unlink(tmp)
+            return {"changed": False, "lines_rewritten": 0, "dest": dest, "compression": out_comp,
+                    "msg": "Nothing to rewrite: %s already has the search_path fix." % src}
         os.fsync(fd)
         os.close(fd)
         fd = None
@@ -338,7 +338,16 @@ def rewrite_file(src, dest=None, compression=None, check_mode=False):
             raise OpError("No space left in %s for the rewritten dump; nothing was changed." % folder) from exc
         raise
     return {"changed": True, "lines_rewritten": rw.count, "dest": dest, "compression": out_comp,
-            "dump_kind": info["dump_kind"], "msg": "Rewrote %d line(s) into %s." % (rw.count, dest)}
+            "msg": "Rewrote %d line(s) into %s." % (rw.count, dest)}
+
+
+def _same_output(src, dest, in_comp, out_comp):
+    """With nothing to rewrite, is dest already what we would write (src itself, or an identical copy)?"""
+    if not os.path.exists(dest):
+        return False
+    if os.path.samefile(src, dest):
+        return in_comp == out_comp
+    return in_comp == out_comp and os.path.getsize(src) == os.path.getsize(dest) and _file_sha(src) == _file_sha(dest)
 
 
 def _file_sha(path):

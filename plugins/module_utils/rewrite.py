@@ -23,6 +23,9 @@ SEARCH = b"SELECT pg_catalog.set_config('search_path', '', false);"
 REPLACEMENT = b"SELECT pg_catalog.set_config('search_path', 'public, pg_catalog', true);"
 # sed's BRE: `.` is "any byte but newline" in the C locale, `(`, `)`, `'` and `;` are literals.
 PATTERN = re.compile(re.escape(SEARCH).replace(re.escape(b"."), b"."))
+# Everything after the last `.` of the pattern is literal: a block without it cannot match, and
+# `in` (C fast search) rules that out at memory speed, so clean blocks pass through uncopied.
+LITERAL_TAIL = SEARCH[SEARCH.rindex(b".") + 1:]
 
 
 class SearchPathRewriter:
@@ -38,6 +41,8 @@ class SearchPathRewriter:
         self._max_pending = max_pending
 
     def _sub(self, data):
+        if LITERAL_TAIL not in data:
+            return data
         out, n = PATTERN.subn(REPLACEMENT, data)
         self.count += n
         return out
