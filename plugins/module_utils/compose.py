@@ -21,6 +21,7 @@ PG_DATA = "/var/lib/postgresql/data"
 MEDIA_TARGETS = ("/data", "/usr/src/app/upload")
 DB_SERVICE_NAMES = ("database", "immich_postgres", "postgres", "db")
 SERVER_SERVICE_NAMES = ("immich-server", "immich_server", "server")
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 OVERRIDABLE = ("project_name", "server_url", "upload_location", "db_data_location", "db_user", "db_name",
                "db_container", "server_container", "db_service", "server_service", "media_location")
 
@@ -241,6 +242,12 @@ def discover_instance(project_dir=None, project_name=None, compose_files=None, o
     config = load_config(project_dir, compose_files, run=run)
     env = read_env_file(os.path.join(project_dir, ".env"))
     inst = discover(config, project_dir, env, overrides)
+    if not compose_files:
+        # Compose's own default file, named explicitly so that an override can be layered on it
+        for default in DEFAULT_FILES:
+            if os.path.isfile(os.path.join(project_dir, default)):
+                compose_files = [default]
+                break
     inst["compose_files"] = [os.path.abspath(os.path.join(project_dir, f)) for f in (compose_files or [])]
     inst["instance_name"] = (overrides or {}).get("instance_name") or inst["project_name"]
     return inst

@@ -164,3 +164,21 @@ def test_restore_refuses_without_confirm_and_with_unsafe_db_folder(shared_instan
                            "-e", '{"immich_overrides": {"db_data_location": "%s"}}' % shared_instance.upload_location)
     assert rc != 0 and "Refusing to reset DB_DATA_LOCATION" in out and "UPLOAD_LOCATION" in out
     assert shared_instance.ping()
+
+
+def test_restore_with_db_skip_migrations(shared_instance, tmp_path):
+    inst = shared_instance
+    inv = write_inventory(tmp_path, inst, immich_restore_db_start="skip_migrations")
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-4000:]
+    before = inst.row_counts()
+    wipe(inst)
+    rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
+    assert rc == 0, out[-4000:]
+    assert "DB_SKIP_MIGRATIONS=true" in out
+    assert not os.path.exists(os.path.join(inst.root, ".homelab-immich-restore.override.yml"))
+    env_now = subprocess.run(["docker", "inspect", "-f", "{{json .Config.Env}}", inst.server],
+                             capture_output=True, text=True, check=True).stdout
+    assert "DB_SKIP_MIGRATIONS=true" not in env_now
+    assert inst.row_counts() == before
+    assert inst.ping()
