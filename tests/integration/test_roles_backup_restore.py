@@ -182,3 +182,26 @@ def test_restore_with_db_skip_migrations(shared_instance, tmp_path):
     assert "DB_SKIP_MIGRATIONS=true" not in env_now
     assert inst.row_counts() == before
     assert inst.ping()
+
+
+def test_stop_server_consistency_always_restarts_the_server(shared_instance, tmp_path):
+    inst = shared_instance
+
+    def started():
+        return subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", inst.server],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    inv = write_inventory(tmp_path, inst, immich_backup_consistency="stop_server")
+    before = started()
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-4000:]
+    assert "Stop immich-server" in out and started() != before
+    assert inst.ping()
+    # a failure while the server is stopped (the dump fails: no such role) still starts it again
+    before = started()
+    rc, out = run_playbook(inv, "backup", "-e", '{"immich_overrides": {"db_user": "nobody"}}')
+    assert rc != 0
+    assert "Start immich-server again" in out
+    assert started() != before
+    assert inst.ping()
+    assert len(sets(tmp_path, inst.name)) == 1  # the failed run promoted nothing, pruned nothing
