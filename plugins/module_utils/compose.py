@@ -42,7 +42,7 @@ def read_env_file(path):
                 continue
             if line.startswith("export "):
                 line = line[len("export "):].strip()
-            key, _, value = line.partition("=")
+            key, _sep, value = line.partition("=")
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]

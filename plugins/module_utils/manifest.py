@@ -160,8 +160,7 @@ def walk_files(top, rel=""):
         relp = rel + "/" + name if rel else name
         full = os.path.join(top, relp)
         if os.path.isdir(full) and not os.path.islink(full):
-            for sub in walk_files(top, relp):
-                yield sub
+            yield from walk_files(top, relp)
         elif os.path.isfile(full) and not os.path.islink(full):
             yield relp
 
@@ -393,7 +392,7 @@ def plan_retention(sets, keep_last=7, keep_daily=7, keep_weekly=4, keep_monthly=
     weeks and `keep_monthly` months that have sets; and always the newest verified set.
     """
     ordered = sorted(sets, key=lambda s: s[0], reverse=True)
-    keep = set(sid for sid, _ in ordered[:max(keep_last, 0)])
+    keep = {sid for sid, _verified in ordered[:max(keep_last, 0)]}
     buckets = (
         (keep_daily, lambda d: d.strftime("%Y-%m-%d")),
         (keep_weekly, lambda d: "%d-W%02d" % d.isocalendar()[:2]),
@@ -416,7 +415,7 @@ def plan_retention(sets, keep_last=7, keep_daily=7, keep_weekly=4, keep_monthly=
         if verified:
             keep.add(sid)
             break
-    delete = [sid for sid, _ in ordered if sid not in keep]
+    delete = [sid for sid, _verified in ordered if sid not in keep]
     return sorted(keep), sorted(delete)
 
 

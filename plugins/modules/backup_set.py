@@ -17,11 +17,12 @@ description:
   - O(state=lock)/O(state=unlock) guard a run; O(state=begin) opens a C(.partial-<id>) set;
     O(state=finish) writes the file manifest, verifies and promotes it and moves C(latest);
     O(state=verify) checks a set; O(state=select) chooses the set to restore; O(state=prune) applies retention.
-author: homelab.immich developers
+author: homelab.immich developers (@homelab)
 attributes:
   check_mode:
     support: partial
-    description: C(verify) and C(select) run normally; C(lock), C(unlock), C(begin), C(finish) change nothing and C(prune) reports what it would delete.
+    details: C(verify) and C(select) run normally; C(lock), C(unlock), C(begin), C(finish) change nothing and C(prune) reports what it would delete.
+    description: Can run in check_mode and return changed status prediction without modifying target.
   diff_mode:
     support: none
     description: No diff is produced.

@@ -18,7 +18,7 @@ description:
     service), DB_DATA_LOCATION (the bind source at C(/var/lib/postgresql/data) of the database service,
     or its named volume), the database user and name (POSTGRES_USER, POSTGRES_DB) and the container names.
   - Every discovered value can be overridden. The database password is never returned.
-author: homelab.immich developers
+author: homelab.immich developers (@homelab)
 attributes:
   check_mode:
     support: full
@@ -111,7 +111,7 @@ instance:
     db_user: {description: POSTGRES_USER of the database service., type: str}
     db_name: {description: POSTGRES_DB of the database service., type: str}
     db_data_location: {description: Host folder of the Postgres data (null for a named volume)., type: str}
-    db_data_volume: {description: Named volume holding the Postgres data, when not a bind mount., type: str}
+    db_data_volume: {description: "Named volume holding the Postgres data, when not a bind mount.", type: str}
     upload_location: {description: Host folder of UPLOAD_LOCATION., type: str}
     media_location: {description: Where the server sees UPLOAD_LOCATION (C(/data) or C(/usr/src/app/upload))., type: str}
     server_url: {description: "URL of the server's published port (for C(/api/server/ping)); null when not published.", type: str}
