@@ -196,22 +196,32 @@ def test_killed_dump_leaves_no_final_file(src, dumps, tmp_path):
     dest = tmp_path / "killed"
     prev = run_module("db_dump", container=src.db, dest=str(dest))
     prev_bytes = open(prev["path"], "rb").read()
-    # Hold a lock so pg_dumpall blocks mid-stream, then kill the module like an OOM killer would.
-    locker = subprocess.Popen(["docker", "exec", "-i", src.db, "psql", "-U", src.user, "-d", src.database],
+    # pg_dumpall dumps `immich`, then `postgres`: a lock on a table of `postgres` (not counted by db_dump)
+    # stops it half-way with the whole immich database already streamed; then kill -9 the module.
+    src.psql("CREATE TABLE IF NOT EXISTS m_lock (x int);", database="postgres")
+    locker = subprocess.Popen(["docker", "exec", "-i", src.db, "psql", "-U", src.user, "-d", "postgres"],
                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    locker.stdin.write(b"BEGIN; LOCK TABLE asset IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
-    locker.stdin.flush()
-    time.sleep(1.5)
-    time.sleep(1.1)  # a new second: the new dump gets another file name
-    proc = start_module("db_dump", container=src.db, dest=str(dest))
-    deadline = time.time() + 30
-    while time.time() < deadline and not [n for n in os.listdir(dest) if n.endswith(".tmp")]:
-        time.sleep(0.2)
-    time.sleep(1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    locker.stdin.close()
-    locker.wait()
+    try:
+        locker.stdin.write(b"BEGIN; LOCK TABLE m_lock IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
+        locker.stdin.flush()
+        time.sleep(2.1)  # the lock is held, and a new second: the new dump gets another file name
+        proc = start_module("db_dump", container=src.db, dest=str(dest))
+        partial = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            partial = [dest / n for n in os.listdir(dest) if n.endswith(".tmp")]
+            if partial and partial[0].stat().st_size > 100000:
+                break
+            time.sleep(0.2)
+        assert partial and partial[0].stat().st_size > 100000, "the dump never got half-way"
+        time.sleep(0.5)
+        assert proc.poll() is None, "the dump finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        locker.stdin.close()
+        locker.wait()
+        src.psql("DROP TABLE IF EXISTS m_lock;", database="postgres")
     finals = sorted(n for n in os.listdir(dest) if n.startswith("immich-db-backup-") and not n.endswith(".json"))
     assert finals == [os.path.basename(prev["path"])]
     assert open(prev["path"], "rb").read() == prev_bytes
