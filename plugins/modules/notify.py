@@ -64,15 +64,18 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: In check mode nothing is sent.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: none
     details: Every run sends a ping; it changes nothing on the host and reports C(changed=false).
 author:
-  - homelab.immich developers
+  - homelab.immich developers (@homelab)
 """
 
 EXAMPLES = r"""
