@@ -95,7 +95,7 @@ def seed(inst, size="small", rng_seed=1):
                 _write(os.path.join(upload, vrel), os.urandom(1024))
                 files.append(("encoded_video", "%s/%s" % (MEDIA, vrel)))
             yield aid, owner, "VIDEO" if video else "IMAGE", "%s/%s" % (MEDIA, rel), os.path.basename(rel), \
-                "\\\\x" + hashlib.sha1(data, usedforsecurity=False).hexdigest()  # Immich's asset checksum, files
+                "\\\\x" + hashlib.sha1(data, usedforsecurity=False).hexdigest(), files  # Immich: SHA-1
 
     asset_files = []
 
