@@ -19,7 +19,7 @@ description:
     trailer is present, size and per-table row counts are not suspiciously below the previous dump's)
     before it is renamed into place. A JSON manifest C(<file>.manifest.json) is written beside it.
   - The file name follows Immich's own backups, so Immich's web restore accepts gzip dumps.
-author: homelab.immich developers
+author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.instance
   - homelab.immich.attributes

@@ -23,7 +23,7 @@ description:
   - Afterwards the per-table row counts are compared with the manifest.
   - Accepts the seed's own dumps (CRLF line endings from C(docker exec -t)) and Immich's built-in C(.sql.gz) dumps.
   - The target must be a fresh install; check it with M(homelab.immich.fresh_check) first.
-author: homelab.immich developers
+author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.instance
   - homelab.immich.attributes

@@ -20,7 +20,7 @@ description:
     before renaming it into place.
   - M(homelab.immich.db_restore) applies the same rewrite in its stream; this module is for users who want the
     fixed file itself.
-author: homelab.immich developers
+author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes
 attributes:

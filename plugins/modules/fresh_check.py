@@ -16,7 +16,7 @@ description:
     O(db_name), no databases besides C(postgres) and O(db_name) (and O(allowed_databases)), and the server
     container never started since it was created (C(State.StartedAt) of C(docker inspect)).
   - The seed's restore needs exactly that; restoring into anything else fails half-way.
-author: homelab.immich developers
+author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.instance
   - homelab.immich.attributes
