@@ -15,6 +15,7 @@ the published port (127.0.0.1 only) and the folders as parameters, so several ru
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -183,9 +184,9 @@ class Instance:
         os.makedirs(self.root, exist_ok=True)
         env_path = os.path.join(self.root, ".env")
         if self.port is None and os.path.exists(self.compose_file):
-            for line in open(self.compose_file):
-                if "127.0.0.1:" in line and ":2283" in line:
-                    self.port = int(line.split("127.0.0.1:")[1].split(":")[0])
+            with open(self.compose_file) as fh:
+                found = re.search(r"'127\.0\.0\.1:(\d+):2283'", fh.read())
+            self.port = int(found.group(1)) if found else None
         if self.port is None:
             self.port = free_port()
         img = images()
