@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark db_dump / db_restore / dump_rewrite against the seed's shell pipelines, in ONE run.
 
 Prints ratios (ours / reference) measured back to back on the same machine, on the lab's large
@@ -81,8 +80,9 @@ def main():
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
     src = lab.load("mbench")
-    if not os.path.exists(src.compose_file) or subprocess.run(["docker", "inspect", src.db], capture_output=True,
-                                                               check=False).returncode != 0:
+    running = os.path.exists(src.compose_file) and subprocess.run(
+        ["docker", "inspect", src.db], capture_output=True, check=False).returncode == 0
+    if not running:
         src = lab.Instance("mbench", pg=15).up(seed="large")
     tgt = lab.load("mbencht") if os.path.isdir(os.path.join(lab.INSTANCES, "mbencht")) else lab.Instance("mbencht", pg=15)
     tgt.start_db_only()

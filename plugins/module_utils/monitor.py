@@ -4,10 +4,7 @@
 """Monitoring for backups: start/success/failure pings and the freshness of the newest verified set.
 
 Stdlib only: this file also runs on managed hosts without Ansible (the scheduled entry point of
-roles/schedule imports it) and as a small CLI for cron or Nagios-style checks:
-
-    python3 monitor.py freshness --target /srv/backup --instance immich --warn-hours 26 --crit-hours 50
-    python3 monitor.py ping --url https://hc-ping.com/<uuid> --event start
+roles/schedule imports it, and so does its cron / Nagios-style CLI, roles/schedule/files/immich_monitor.py).
 
 A ping never raises: a dead monitoring endpoint must not fail a backup. It returns a result the
 caller turns into a warning.
@@ -17,15 +14,13 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import glob
-import json
 import os
 import socket
-import sys
 import time
 
 from urllib.error import HTTPError, URLError
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-from urllib.request import Request, urlopen
+from urllib.request import Request, build_opener
 
 try:
     from ansible_collections.homelab.immich.plugins.module_utils import manifest
@@ -78,8 +73,8 @@ def build_request(url, event, *, style=None, message="", title=None, headers=Non
         target = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
         return "GET", target, None, hdrs
     # ntfy
-    hdrs.setdefault("Title", title or "Immich backup %s" % {"start": "started", "success": "succeeded",
-                                                             "failure": "FAILED"}[event])
+    verb = {"start": "started", "success": "succeeded", "failure": "FAILED"}[event]
+    hdrs.setdefault("Title", title or "Immich backup %s" % verb)
     hdrs.setdefault("Priority", NTFY_PRIORITY[event])
     hdrs.setdefault("Tags", NTFY_TAGS[event])
     return "POST", url, body or event.encode("ascii"), hdrs
@@ -91,6 +86,16 @@ def _redact(url):
     return "%s://%s/..." % (parts.scheme, parts.netloc) if parts.path.strip("/") else url
 
 
+def _open(req, timeout):
+    """Ansible's open_url when running as a module; the stdlib where the scheduled run has no Ansible."""
+    try:
+        from ansible.module_utils.urls import open_url  # noqa: PLC0415
+    except ImportError:
+        return build_opener().open(req, timeout=timeout)
+    return open_url(req.full_url, data=req.data, headers=dict(req.header_items()), method=req.get_method(),
+                    timeout=timeout, follow_redirects="safe")
+
+
 def ping(url, event, *, style=None, message="", title=None, headers=None, timeout=10.0, retries=2,
          backoff=1.0, opener=None, sleep=time.sleep):
     """Send one ping; never raises. Returns a dict: ok, skipped, status, attempts, error, style, url.
@@ -98,7 +103,7 @@ def ping(url, event, *, style=None, message="", title=None, headers=None, timeou
     Bounded: at most `retries + 1` attempts of `timeout` seconds each, `backoff * attempt` apart.
     HTTP 4xx other than 408/429 is not retried (a wrong URL stays wrong).
     """
-    opener = opener or urlopen
+    opener = opener or _open
     style = style or detect_style(url)
     result = {"ok": False, "skipped": False, "status": None, "attempts": 0, "error": None,
               "style": style, "event": event, "url": _redact(url)}
@@ -188,6 +193,7 @@ def freshness(target, instance=None, warn_hours=26.0, crit_hours=50.0, *, now=No
     now = time.time() if now is None else now
     res = {"code": 3, "state": "UNKNOWN", "newest": None, "age_hours": None, "count": 0,
            "size_bytes": None, "target": target, "instance": instance}
+    newest_epoch = None
     if layout == "dumper":
         where = target
         path, mtime = newest_dumper_dump(target) if os.path.isdir(target) else (None, None)
@@ -220,40 +226,3 @@ def freshness(target, instance=None, warn_hours=26.0, crit_hours=50.0, *, now=No
     res["line"] = "BACKUP %s - newest verified backup %s is %.1f h old (warn %s h, crit %s h) | age_hours=%.2f" % (
         res["state"], res["newest"], age, warn_hours, crit_hours, age)
     return res
-
-
-def main(argv=None):
-    """CLI for cron / Nagios / Icinga / Zabbix: one line, exit 0/1/2 (3 unknown)."""
-    import argparse  # noqa: PLC0415
-
-    ap = argparse.ArgumentParser(prog="homelab-immich-monitor", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd")
-    f = sub.add_parser("freshness", help="age of the newest verified backup")
-    f.add_argument("--target", required=True)
-    f.add_argument("--instance")
-    f.add_argument("--layout", choices=("sets", "dumper"), default="sets")
-    f.add_argument("--warn-hours", type=float, default=26.0)
-    f.add_argument("--crit-hours", type=float, default=50.0)
-    f.add_argument("--json", action="store_true")
-    p = sub.add_parser("ping", help="send one start/success/failure ping")
-    p.add_argument("--url", required=True)
-    p.add_argument("--event", choices=EVENTS, required=True)
-    p.add_argument("--style", choices=STYLES)
-    p.add_argument("--message", default="")
-    p.add_argument("--timeout", type=float, default=10.0)
-    p.add_argument("--retries", type=int, default=2)
-    a = ap.parse_args(argv)
-    if a.cmd == "freshness":
-        res = freshness(a.target, a.instance, a.warn_hours, a.crit_hours, layout=a.layout)
-        print(json.dumps(res, sort_keys=True) if a.json else res["line"])
-        return res["code"]
-    if a.cmd == "ping":
-        res = ping(a.url, a.event, style=a.style, message=a.message, timeout=a.timeout, retries=a.retries)
-        print(warning_for(res) or "ping %s sent (%s)" % (a.event, res["style"]))
-        return 0 if res["ok"] else 1
-    ap.print_help()
-    return 3
-
-
-if __name__ == "__main__":
-    sys.exit(main())

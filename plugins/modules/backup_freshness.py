@@ -17,7 +17,7 @@ description:
     a dumper sidecar's C(<BACKUP_DIR>/last/*-latest.sql.gz), and reports the age of the newest.
   - Fails when it is older than O(max_age_hours) or when there is none.
   - The same check runs without Ansible, for cron or a Nagios/Icinga/Zabbix agent, as
-    C(python3 /usr/local/lib/homelab-immich/ansible_collections/homelab/immich/plugins/module_utils/monitor.py freshness --target T --instance I)
+    C(python3 /usr/local/lib/homelab-immich/immich_monitor.py freshness --target T --instance I)
     (installed by the C(homelab.immich.schedule) role) prints one line and exits 0 OK, 1 warning, 2 critical.
 options:
   target:

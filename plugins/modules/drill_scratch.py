@@ -108,9 +108,9 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 from ansible_collections.homelab.immich.plugins.module_utils import compose, manifest
 from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
 
@@ -261,8 +261,8 @@ def _ping(inst):
     if not inst.get("server_url"):
         return None
     try:
-        with urllib.request.urlopen(inst["server_url"] + "/api/server/ping", timeout=10) as r:  # noqa: S310 - http URL from discovery
-            return json.loads(r.read()).get("res")
+        resp = open_url(inst["server_url"] + "/api/server/ping", timeout=10)
+        return json.loads(resp.read()).get("res")
     except (OSError, ValueError) as exc:
         return str(exc)
 

@@ -39,7 +39,8 @@ options:
     type: str
     choices: [auto, healthchecks, uptime_kuma, ntfy]
     default: auto
-  message:
+  text:
+    aliases: [body]
     description: Text sent with the ping (healthchecks.io log body, Kuma C(msg), ntfy message).
     type: str
     default: ''
@@ -89,13 +90,13 @@ EXAMPLES = r"""
     url: https://ntfy.example.org/immich-backups
     style: ntfy
     event: failure
-    message: "Backup of {{ inventory_hostname }} failed at {{ ansible_failed_task.name }}"
+    text: "Backup of {{ inventory_hostname }} failed at {{ ansible_failed_task.name }}"
 
 - name: Uptime Kuma push monitor
   homelab.immich.notify:
     url: https://kuma.example.org/api/push/AbCdEf123
     event: success
-    message: "set 20261124T220000Z verified"
+    text: "set 20261124T220000Z verified"
 """
 
 RETURN = r"""
@@ -137,7 +138,7 @@ def main():
             url=dict(type="str", required=True, no_log=True),
             event=dict(type="str", required=True, choices=["start", "success", "failure"]),
             style=dict(type="str", default="auto", choices=["auto", "healthchecks", "uptime_kuma", "ntfy"]),
-            message=dict(type="str", default=""),
+            text=dict(type="str", default="", aliases=["body"]),
             title=dict(type="str"),
             headers=dict(type="dict", default={}, no_log=True),
             timeout=dict(type="float", default=10),
@@ -150,7 +151,7 @@ def main():
     style = None if p["style"] == "auto" else p["style"]
     if module.check_mode:
         module.exit_json(changed=False, ok=True, skipped=True, attempts=0, error=None, style=style or "auto")
-    result = ping(p["url"], p["event"], style=style, message=p["message"], title=p["title"],
+    result = ping(p["url"], p["event"], style=style, message=p["text"], title=p["title"],
                   headers=p["headers"], timeout=p["timeout"], retries=p["retries"])
     warning = warning_for(result)
     result.pop("url", None)

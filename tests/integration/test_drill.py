@@ -19,7 +19,7 @@ def backup(inst, target):
     with open(cfg, "w") as fh:
         json.dump({"project_dir": inst.root, "targets": [str(target)]}, fh)
     res = subprocess.run(["python3", ENTRY, "--config", cfg], capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ, HOMELAB_IMMICH_LIB=os.path.join(ROOT, "build", "collections")))
+                         env=dict(os.environ, HOMELAB_IMMICH_LIB=os.path.join(ROOT, "build", "collections")), check=False)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -33,14 +33,14 @@ def drill(tmp_path, inst, target, reports, scratch_root, **more):
     (tmp_path / "drill-vars.json").write_text(json.dumps(extra))
     return subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
                            "-e", "@" + str(tmp_path / "drill-vars.json"), "homelab.immich.drill"],
-                          capture_output=True, text=True, env=env, timeout=900)
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
 
 
 def leftovers(project_prefix):
     found = []
     for kind in (["ps", "-a", "--format", "{{.Names}}"], ["network", "ls", "--format", "{{.Name}}"],
                  ["volume", "ls", "--format", "{{.Name}}"]):
-        out = subprocess.run(["docker"] + kind, capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["docker"] + kind, capture_output=True, text=True, check=False).stdout.split()
         found += [x for x in out if x.startswith(project_prefix) and "drill" in x]
     return found
 
@@ -87,7 +87,7 @@ def test_drill_good_and_corrupted(tmp_path, make_instance):
     # Corrupt one original of the set: the drill must fail, name the step, and still clean up.
     root = manifest.instance_root(str(target), inst.name)
     set_dir = os.path.join(root, manifest.latest_verified(root))
-    victim = next(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(set_dir, "files", "upload")) for f in fs
+    victim = next(os.path.join(d, f) for d, _dirs, fs in os.walk(os.path.join(set_dir, "files", "upload")) for f in fs
                   if f != ".immich")
     os.chmod(victim, 0o600)
     with open(victim, "r+b") as fh:

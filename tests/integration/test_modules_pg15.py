@@ -13,7 +13,6 @@ from lab_helpers import instance, public_tables, reset_db, schema, teardown
 from modrun import run_module, start_module
 
 
-
 @pytest.fixture(scope="module")
 def src(lab):
     inst = instance(lab, "15s", 15, seed="small")
@@ -131,7 +130,7 @@ def test_dump_rewrite_module_idempotent(dumps, tmp_path):
     again = run_module("dump_rewrite", src=str(dest))
     assert again["changed"] is False and again["lines_rewritten"] == 0
     seed_sed = sh("gunzip < %s | LC_ALL=C sed \"s/SELECT pg_catalog.set_config('search_path', '', false);/"
-                              "SELECT pg_catalog.set_config('search_path', 'public, pg_catalog', true);/g\" | sha256sum"
+                  "SELECT pg_catalog.set_config('search_path', 'public, pg_catalog', true);/g\" | sha256sum"
                   % dumps["cluster"]["path"])
     ours = sh("gunzip < %s | sha256sum" % dest)
     assert ours == seed_sed

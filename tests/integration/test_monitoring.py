@@ -68,14 +68,14 @@ PLAY = """
           ansible.builtin.command: "{{{{ 'false' if fail_it else 'true' }}}}"
           changed_when: false
         - name: Ping success
-          homelab.immich.notify: {{url: "{{{{ url }}}}", style: "{{{{ style }}}}", event: success, message: all good}}
+          homelab.immich.notify: {{url: "{{{{ url }}}}", style: "{{{{ style }}}}", event: success, text: all good}}
       rescue:
         - name: Ping failure
           homelab.immich.notify:
             url: "{{{{ url }}}}"
             style: "{{{{ style }}}}"
             event: failure
-            message: "failed at {{{{ ansible_failed_task.name }}}}"
+            text: "failed at {{{{ ansible_failed_task.name }}}}"
         - name: Fail the run
           ansible.builtin.fail:
             msg: backup failed
@@ -90,7 +90,7 @@ def run_play(tmp_path, style, url, fail):
                PATH=BIN + os.pathsep + os.environ["PATH"])
     return subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
                            "-e", "ansible_python_interpreter=" + os.path.join(BIN, "python"), str(play)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["good-run", "failing-run"])
@@ -134,9 +134,10 @@ def test_dead_endpoint_only_warns(tmp_path):
 
 def test_freshness_cli_is_one_line(tmp_path):
     (tmp_path / "immich").mkdir()
-    res = subprocess.run(["python3", os.path.join(ROOT, "plugins", "module_utils", "monitor.py"), "freshness",
-                          "--target", str(tmp_path), "--instance", "immich"], capture_output=True, text=True)
+    env = dict(os.environ, HOMELAB_IMMICH_LIB=os.path.join(ROOT, "build", "collections"))
+    res = subprocess.run(["python3", os.path.join(ROOT, "roles", "schedule", "files", "immich_monitor.py"), "freshness",
+                          "--target", str(tmp_path), "--instance", "immich"], capture_output=True, text=True, env=env, check=False)
     assert res.returncode == 2 and len(res.stdout.splitlines()) == 1
-    res = subprocess.run(["python3", os.path.join(ROOT, "plugins", "module_utils", "monitor.py"), "freshness",
-                          "--target", str(tmp_path), "--instance", "immich", "--json"], capture_output=True, text=True)
+    res = subprocess.run(["python3", os.path.join(ROOT, "roles", "schedule", "files", "immich_monitor.py"), "freshness",
+                          "--target", str(tmp_path), "--instance", "immich", "--json"], capture_output=True, text=True, env=env, check=False)
     assert json.loads(res.stdout)["state"] == "CRITICAL"

@@ -19,7 +19,7 @@ def test_uptime_kuma_push():
     url = "https://kuma.example.org/api/push/tok?ping="
     assert monitor.detect_style(url) == "uptime_kuma"
     assert monitor.build_request(url, "start") is None
-    method, target, body, _ = monitor.build_request(url, "failure", message="disk full")
+    method, target, body, _headers = monitor.build_request(url, "failure", message="disk full")
     assert method == "GET" and body is None
     assert "status=down" in target and "msg=disk+full" in target and "ping=" in target
 
@@ -84,7 +84,10 @@ def _mkset(root, name, status="verified"):
 def test_freshness(tmp_path):
     inst = tmp_path / "immich"
     now = time.time()
-    name_of = lambda age_h: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now - age_h * 3600))  # noqa: E731
+
+    def name_of(age_h):
+        return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now - age_h * 3600))
+
     assert monitor.freshness(str(tmp_path), "immich")["code"] == 3
     inst.mkdir()
     assert monitor.freshness(str(tmp_path), "immich")["code"] == 2

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Lab stand-in for prodrigestivill/postgres-backup-local (which cannot be pulled here).
 
 Honours the same contract: env POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB (comma-separated),
@@ -106,7 +105,7 @@ def interval(schedule):
 
 def wait_db():
     env = dict(os.environ, PGPASSWORD=E("POSTGRES_PASSWORD", ""))
-    for _ in range(240):
+    for _attempt in range(240):
         if subprocess.call(["pg_isready", "-h", E("POSTGRES_HOST", "db"), "-p", E("POSTGRES_PORT", "5432")],
                            env=env, stdout=subprocess.DEVNULL) == 0:
             return
