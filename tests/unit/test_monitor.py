@@ -114,9 +114,21 @@ def test_freshness_dumper_layout(tmp_path):
     assert res["code"] == 1 and res["newest"] == str(dump)
 
 
+def _cli():
+    """roles/schedule/files/immich_monitor.py, the CLI installed beside module_utils on the host."""
+    import importlib.util  # noqa: PLC0415
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "roles", "schedule", "files", "immich_monitor.py")
+    spec = importlib.util.spec_from_file_location("immich_monitor", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_cli_exit_codes(tmp_path, capsys):
-    assert monitor.main(["freshness", "--target", str(tmp_path), "--instance", "none"]) == 3
+    cli = _cli()
+    assert cli.main(["freshness", "--target", str(tmp_path), "--instance", "none"]) == 3
     (tmp_path / "i").mkdir()
-    assert monitor.main(["freshness", "--target", str(tmp_path), "--instance", "i"]) == 2
+    assert cli.main(["freshness", "--target", str(tmp_path), "--instance", "i"]) == 2
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("BACKUP CRITICAL")
