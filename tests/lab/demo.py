@@ -41,13 +41,22 @@ def checksums(root):
 
 def playbook(name, inst, targets, *extra):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(TOP, "build", "collections"),
-               ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_NOCOLOR="1")
-    cmd = [os.path.join(TOP, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",
-           "homelab.immich." + name,
-           "-e", json.dumps({"immich_project_dir": inst.root, "immich_backup_targets": targets,
-                             "ansible_python_interpreter": sys.executable,
-                             "immich_report_dir": os.path.join(lab.STATE, "demo-reports")}), *extra]
-    print("$ " + " ".join(cmd[:6]) + " ...", flush=True)
+               ANSIBLE_NOCOLOR="1")
+    state = os.path.join(lab.STATE, "demo-state")
+    os.makedirs(state, exist_ok=True)
+    inventory = os.path.join(state, "inventory.ini")
+    with open(inventory, "w") as fh:
+        fh.write("[immich]\nlab-demo ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    extra_vars = {
+        "immich_project_dir": inst.root,
+        "immich_backup_targets": targets,
+        "immich_restore_source": targets[0]["path"],
+        "immich_restore_point_dir": os.path.join(state, "restore-points"),
+        "immich_report_dir": os.path.join(state, "reports"),
+    }
+    cmd = [os.path.join(TOP, ".venv", "bin", "ansible-playbook"), "-i", inventory, "homelab.immich." + name,
+           "-e", json.dumps(extra_vars), *extra]
+    print("$ ansible-playbook -i %s homelab.immich.%s %s" % (inventory, name, " ".join(extra)), flush=True)
     t0 = time.monotonic()
     subprocess.run(cmd, env=env, check=True)
     return time.monotonic() - t0
@@ -65,7 +74,7 @@ def main():
     before_files = checksums(inst.upload_location)
     print("instance %s: %d assets, %d originals, %d tables" % (
         inst.name, before_rows["asset"], len(before_files), len(before_rows)))
-    targets = [{"path": os.path.join(lab.STATE, "demo-backups")}]
+    targets = [{"path": os.path.join(lab.STATE, "demo-state", "backups")}]
 
     step("Back it up (homelab.immich.backup)")
     t_backup = playbook("backup", inst, targets)
@@ -87,7 +96,8 @@ def main():
     print("rows equal: %s | originals equal (sha256): %s (%d files) | missing files: %d | ping: %s" % (
         after_rows == before_rows, after_files == before_files, len(after_files), stats["missingCount"],
         "pong" if inst.ping() else "no answer"))
-    print("backup %.1fs, restore %.1fs; backups in %s" % (t_backup, t_restore, targets[0]["path"]))
+    print("backup %.1fs, restore %.1fs; backup sets in %s; reports in %s" % (
+        t_backup, t_restore, targets[0]["path"], os.path.join(lab.STATE, "demo-state", "reports")))
     print("\nThe lab Immich runs at http://127.0.0.1:%d/api/server/ping (compose project %s)" % (inst.port, inst.root))
     print("Stop it with: .venv/bin/python tests/lab/lab.py down demo --purge")
     return 0 if ok else 1
