@@ -48,7 +48,7 @@ test: setup
 	bash tests/run-all.sh
 
 lint: venv collection
-	$(BIN)/ruff check plugins tests bench
+	$(BIN)/ruff check plugins roles molecule tests bench
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production
 

@@ -3,7 +3,7 @@
 # Runs all steps even when one fails, exits non-zero when any failed.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 out="$top/tests/output"
 rm -rf "$out/junit"
 mkdir -p "$out/junit"
@@ -33,14 +33,15 @@ pytest_step() { # pytest_step NAME PATHS...: junit XML per step, counted in the 
   step "pytest $name" pytest -q -p no:cacheprovider --junitxml="$out/junit/$name.xml" -o junit_family=xunit2 "$@"
 }
 
-step "ruff" ruff check plugins tests bench
+step "ruff" ruff check plugins roles molecule tests bench
 step "yamllint" yamllint -s .
 step "ansible-lint (production)" ansible-lint --profile production
 pytest_step unit tests/unit
 step "ansible-test sanity" bash tests/sanity.sh
 step "galaxy build + install" bash tests/build-install.sh
 pytest_step integration tests/integration
-for scenario in $(ls -d molecule/*/ 2>/dev/null | xargs -n1 basename 2>/dev/null); do
+for dir in molecule/*/; do
+  scenario=$(basename "$dir")
   [ -f "molecule/$scenario/molecule.yml" ] || continue
   step "molecule $scenario" molecule test -s "$scenario"
 done

@@ -4,12 +4,13 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dest="$top/build/sanity/ansible_collections/homelab/immich"
+rm -rf "$dest"
 mkdir -p "$dest"
 # What git would ship: tracked + untracked-not-ignored files, nothing of the lab's state.
-(cd "$top" && git ls-files -co --exclude-standard -z) | rsync -a --delete --from0 --files-from=- "$top/" "$dest/"
+(cd "$top" && git ls-files -co --exclude-standard -z) | rsync -a --from0 --files-from=- "$top/" "$dest/"
 cd "$dest"
 # A git repo of its own so that ansible-test sees exactly these files.
-if [ ! -d .git ]; then git init -q . ; fi
+git init -q .
 git add -A >/dev/null 2>&1
 py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 # ansible-test's own venv mode downloads a pip bootstrap from a host we cannot reach: use a venv of

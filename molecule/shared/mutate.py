@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Change a lab instance between two backups, then record what the restore must give back.
 
     mutate.py NAME SNAPSHOT.json

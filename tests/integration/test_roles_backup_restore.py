@@ -11,8 +11,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rolerun import env, playbook_argv, report, run_playbook, sets, wipe, write_inventory  # noqa: E402
 
 
-
-
 @pytest.fixture(scope="module")
 def shared_instance(lab, tmp_path_factory):
     """One seeded PG15 instance reused by the tests that do not destroy it (CI budget)."""
@@ -80,7 +78,7 @@ def test_corrupted_set_fails_before_compose_down(shared_instance, tmp_path):
 def test_two_backups_at_once_one_runs_the_other_meets_the_lock(shared_instance, tmp_path):
     inv = write_inventory(tmp_path, shared_instance)
     procs = [subprocess.Popen(playbook_argv(inv, "backup"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=env()) for _ in range(2)]
+                              text=True, env=env()) for _attempt in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     rcs = [p.returncode for p in procs]
     assert 0 in rcs, outs

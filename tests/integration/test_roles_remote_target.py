@@ -21,7 +21,7 @@ def nas(lab, tmp_path):
                     "127.0.0.1:%d:22" % port, lab.images()["LAB_IMAGE_SSHHOST"]],
                    check=True, capture_output=True, env=dict(os.environ, SSH_AUTHORIZED_KEY=pub))
     ssh_args = ["-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
-    for _ in range(60):  # bounded: sshd is up within a few seconds
+    for _attempt in range(60):  # bounded: sshd is up within a few seconds
         if subprocess.run(["ssh", "-o", "BatchMode=yes", "-p", str(port), *ssh_args, "root@127.0.0.1", "true"],
                           capture_output=True, check=False).returncode == 0:
             break
@@ -40,7 +40,7 @@ def test_sets_reach_the_remote_host_verified_and_hard_linked(make_instance, nas,
               "ssh_args": nas["ssh_args"]}
     inv = write_inventory(tmp_path, inst, immich_backup_targets=[{"path": str(tmp_path / "backups")}, remote])
     ids = []
-    for _ in range(2):
+    for _run in range(2):
         rc, out = run_playbook(inv, "backup")
         assert rc == 0, out[-4000:]
         ids.append(report(tmp_path, "backup")["set_id"])
@@ -53,7 +53,10 @@ def test_sets_reach_the_remote_host_verified_and_hard_linked(make_instance, nas,
     rel = "files/profile"
     first = in_nas(nas, "sh", "-c", "find %s/%s/%s -type f -exec stat -c '%%i %%n' {} +" % (root, ids[0], rel))
     second = in_nas(nas, "sh", "-c", "find %s/%s/%s -type f -exec stat -c '%%i %%n' {} +" % (root, ids[1], rel))
-    inodes = lambda text: sorted(line.split()[0] for line in text.splitlines())  # noqa: E731
+
+    def inodes(text):
+        return sorted(line.split()[0] for line in text.splitlines())
+
     assert inodes(first) == inodes(second) and inodes(first)
     # the remote copy is byte-identical to the local verified set
     sums = in_nas(nas, "sh", "-c", "cd %s/%s && sha256sum files.manifest.tsv" % (root, ids[1])).split()[0]

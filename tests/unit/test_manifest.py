@@ -96,7 +96,7 @@ def test_hard_linked_files_are_not_rehashed(tmp_path):
 
 def test_verify_finds_missing_changed_extra_and_bad_dump(tmp_path):
     root = str(tmp_path / "immich")
-    final, _ = make_set(root, {"upload/a": b"abc", "upload/b": b"def"}, now=1000)
+    final, _files = make_set(root, {"upload/a": b"abc", "upload/b": b"def"}, now=1000)
     write(os.path.join(final, "files/upload/a"), b"abd")  # same size, other bytes
     os.unlink(os.path.join(final, "files/upload/b"))
     write(os.path.join(final, "files/upload/c"), b"new")
@@ -125,8 +125,8 @@ def test_select_latest_named_and_errors(tmp_path):
     root = str(tmp_path / "immich")
     with pytest.raises(m.SetError, match="No backup set"):
         m.select(root)
-    a, _ = make_set(root, {"upload/a": b"a"}, now=1000)
-    b, _ = make_set(root, {"upload/a": b"a"}, now=2000)
+    a, _files = make_set(root, {"upload/a": b"a"}, now=1000)
+    b, _files = make_set(root, {"upload/a": b"a"}, now=2000)
     assert m.select(root) == os.path.basename(b)
     assert m.select(root, os.path.basename(a)) == os.path.basename(a)
     with pytest.raises(m.SetError, match="not found"):
@@ -146,9 +146,9 @@ def sid(days_ago, hour=2, base=1_790_000_000):
 def test_retention_last_n_and_buckets():
     sets = [(sid(d), True) for d in range(0, 120)]  # one set a day for 4 months
     keep, delete = m.plan_retention(sets, keep_last=3, keep_daily=7, keep_weekly=4, keep_monthly=3)
-    assert set(s for s, _ in sets[:7]) <= set(keep)
+    assert set(s for s, _when in sets[:7]) <= set(keep)
     assert len(keep) < 20
-    assert set(keep) | set(delete) == set(s for s, _ in sets)
+    assert set(keep) | set(delete) == set(s for s, _when in sets)
     assert not set(keep) & set(delete)
 
 

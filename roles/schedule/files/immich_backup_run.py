@@ -134,7 +134,7 @@ def run(cfg):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--config", required=True)
     ap.add_argument("--random-delay", type=int, default=0, help="sleep up to N s first (cron's RandomizedDelaySec)")
     ap.add_argument("--report", help="also write the run's JSON result here")

@@ -24,7 +24,7 @@ hash_of() { cat "$@" | sha256sum | cut -c1-12; }
 # base NAME SUITE PACKAGES: one debootstrap, cached as an image.
 BOOKWORM_PKGS=postgresql-15,python3,redis-server,openssh-server,rsync,gzip,zstd,procps,sudo
 TRIXIE_PKGS=postgresql-17,postgresql-17-pgvector,gzip,zstd,procps
-base_tag() { printf '%s/base-%s:%s' "$REPO" "$1" "$(printf '%s %s %s' "$1" "$2" "$(cat "$here/build.sh" | grep -E '^(BOOKWORM|TRIXIE)_PKGS')" | sha256sum | cut -c1-12)"; }
+base_tag() { printf '%s/base-%s:%s' "$REPO" "$1" "$(printf '%s %s %s' "$1" "$2" "$(grep -E '^(BOOKWORM|TRIXIE)_PKGS' "$here/build.sh")" | sha256sum | cut -c1-12)"; }
 
 build_base() {
   local suite=$1 pkgs=$2 tag

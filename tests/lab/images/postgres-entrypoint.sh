@@ -4,8 +4,8 @@
 # /var/lib/postgresql/data, local socket trust and scram over TCP.
 set -euo pipefail
 export PGDATA=${PGDATA:-/var/lib/postgresql/data}
-PATH=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1):$PATH
-export PATH
+for bin in /usr/lib/postgresql/*/bin; do PGBIN=$bin; done  # one major per image
+export PATH=$PGBIN:$PATH
 
 if [ "$(id -u)" = 0 ]; then
   mkdir -p "$PGDATA" /var/run/postgresql
