@@ -8,7 +8,8 @@ ansible-galaxy collection build --force --output-path "$dist" "$top"
 tarball=$(ls "$dist"/homelab-immich-*.tar.gz)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-ansible-galaxy collection install --offline --no-deps -p "$tmp" "$tarball"
+# Only the temp path: with the dev tree on ANSIBLE_COLLECTIONS_PATH galaxy would call it installed already.
+ANSIBLE_COLLECTIONS_PATH="$tmp" ansible-galaxy collection install --offline --no-deps --force -p "$tmp" "$tarball"
 inst="$tmp/ansible_collections/homelab/immich"
 test -f "$inst/MANIFEST.json" && test -f "$inst/FILES.json"
 # What build_ignore keeps out stays out; what users need is in.

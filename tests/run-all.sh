@@ -35,6 +35,7 @@ pytest_step() { # pytest_step NAME PATHS...: junit XML per step, counted in the 
 
 step "ruff" ruff check plugins roles molecule tests bench
 step "yamllint" yamllint -s .
+step "changelog fragments" antsibull-changelog lint
 step "ansible-lint (production)" ansible-lint --profile production
 pytest_step unit tests/unit
 step "ansible-test sanity" bash tests/sanity.sh

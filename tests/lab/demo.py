@@ -1,6 +1,6 @@
 """`make demo`: the main job on the built-in lab, end to end.
 
-instance up -> seed -> backup (playbook) -> wipe everything (down -v, DB folder, photos)
+instance up -> seed -> backup (playbook) -> drill into a scratch instance -> wipe everything (down -v, DB folder, photos)
 -> restore (playbook) -> prove (row counts, every original's sha256, ping) -> summary.
 The instance is left running so you can look at it.
 """
@@ -53,6 +53,7 @@ def playbook(name, inst, targets, *extra):
         "immich_restore_source": targets[0]["path"],
         "immich_restore_point_dir": os.path.join(state, "restore-points"),
         "immich_report_dir": os.path.join(state, "reports"),
+        "immich_drill_report_dir": os.path.join(state, "reports"),
     }
     cmd = [os.path.join(TOP, ".venv", "bin", "ansible-playbook"), "-i", inventory, "homelab.immich." + name,
            "-e", json.dumps(extra_vars), *extra]
@@ -79,6 +80,10 @@ def main():
     step("Back it up (homelab.immich.backup)")
     t_backup = playbook("backup", inst, targets)
 
+    step("Drill it: restore the set into a scratch instance beside production (homelab.immich.drill)")
+    t_drill = playbook("drill", inst, targets)
+    assert inst.ping(), "the production instance must answer throughout the drill"
+
     step("Disaster: compose down -v, DB_DATA_LOCATION and UPLOAD_LOCATION removed")
     inst.compose("down", "-v")
     shutil.rmtree(inst.db_data_location)
@@ -96,8 +101,8 @@ def main():
     print("rows equal: %s | originals equal (sha256): %s (%d files) | missing files: %d | ping: %s" % (
         after_rows == before_rows, after_files == before_files, len(after_files), stats["missingCount"],
         "pong" if inst.ping() else "no answer"))
-    print("backup %.1fs, restore %.1fs; backup sets in %s; reports in %s" % (
-        t_backup, t_restore, targets[0]["path"], os.path.join(lab.STATE, "demo-state", "reports")))
+    print("backup %.1fs, drill %.1fs, restore %.1fs; backup sets in %s; reports in %s" % (
+        t_backup, t_drill, t_restore, targets[0]["path"], os.path.join(lab.STATE, "demo-state", "reports")))
     print("\nThe lab Immich runs at http://127.0.0.1:%d/api/server/ping (compose project %s)" % (inst.port, inst.root))
     print("Stop it with: .venv/bin/python tests/lab/lab.py down demo --purge")
     return 0 if ok else 1

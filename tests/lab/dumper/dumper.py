@@ -11,6 +11,7 @@ BACKUP_SUFFIX (.sql.gz), BACKUP_KEEP_DAYS/WEEKS/MONTHS, BACKUP_ON_START. Layout:
 import glob
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -116,6 +117,8 @@ def main(argv):
     if argv[1:2] == ["backup"]:
         backup()
         return 0
+    # PID 1 in its container: without a handler SIGTERM is ignored and `compose down` waits 10 s.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     wait_db()
     if E("BACKUP_ON_START", "FALSE").upper() == "TRUE":
         backup()
