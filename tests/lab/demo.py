@@ -40,14 +40,14 @@ def checksums(root):
 
 
 def playbook(name, inst, targets, *extra):
+    """Run a playbook of the collection the way a user does: an inventory with host variables."""
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(TOP, "build", "collections"),
                ANSIBLE_NOCOLOR="1")
     state = os.path.join(lab.STATE, "demo-state")
     os.makedirs(state, exist_ok=True)
-    inventory = os.path.join(state, "inventory.ini")
-    with open(inventory, "w") as fh:
-        fh.write("[immich]\nlab-demo ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
-    extra_vars = {
+    host_vars = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
         "immich_project_dir": inst.root,
         "immich_backup_targets": targets,
         "immich_restore_source": targets[0]["path"],
@@ -55,8 +55,10 @@ def playbook(name, inst, targets, *extra):
         "immich_report_dir": os.path.join(state, "reports"),
         "immich_drill_report_dir": os.path.join(state, "reports"),
     }
-    cmd = [os.path.join(TOP, ".venv", "bin", "ansible-playbook"), "-i", inventory, "homelab.immich." + name,
-           "-e", json.dumps(extra_vars), *extra]
+    inventory = os.path.join(state, "inventory.json")  # JSON is YAML: Ansible's yaml inventory reads it
+    with open(inventory, "w") as fh:
+        json.dump({"all": {"children": {"immich": {"hosts": {"lab-demo": host_vars}}}}}, fh, indent=2)
+    cmd = [os.path.join(TOP, ".venv", "bin", "ansible-playbook"), "-i", inventory, "homelab.immich." + name, *extra]
     print("$ ansible-playbook -i %s homelab.immich.%s %s" % (inventory, name, " ".join(extra)), flush=True)
     t0 = time.monotonic()
     subprocess.run(cmd, env=env, check=True)
