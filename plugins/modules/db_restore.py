@@ -128,6 +128,8 @@ def main():
         module, db_ops.restore, container, p["db_user"], p["db_name"], p["src"], manifest_path=p["manifest"],
         rewrite_search_path=p["rewrite_search_path"], owner_remap=p["owner_remap"], verify_rows=p["verify_rows"],
         password=p["db_password"], check_mode=module.check_mode)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     module.exit_json(**result)
 
 

@@ -1,6 +1,8 @@
 """Pure parts of db_ops: names, shrink rules, error classification, owner remap."""
 import datetime
 
+import pytest
+
 from ansible_collections.homelab.immich.plugins.module_utils import db_ops
 
 
@@ -50,3 +52,33 @@ def test_zstd_missing_names_the_install(monkeypatch):
         db_ops.compressor_argv("zstd")
     assert db_ops.compressor_argv("gzip")[-1] == "-1"
     assert db_ops.compressor_argv("none") == []
+
+
+def _write_dump(path, complete=True):
+    lines = ["--", "-- PostgreSQL database dump", "--", "", "-- Dumped from database version 15.14",
+             "-- Dumped by pg_dump version 15.14", "", "SELECT pg_catalog.set_config('search_path', '', false);",
+             "CREATE TABLE public.asset (id integer);"]
+    if complete:
+        lines += ["", "--", "-- PostgreSQL database dump complete", "--", ""]
+    with open(path, "w", newline="") as fh:
+        fh.write("\r\n".join(lines))  # the seed's docker exec -t line endings
+    return str(path)
+
+
+def test_check_mode_verifies_a_lone_dump_without_a_running_target(monkeypatch, tmp_path):
+    from ansible_collections.homelab.immich.plugins.module_utils import docker_exec  # noqa: PLC0415
+
+    def down(*args, **kwargs):
+        raise docker_exec.DockerError("No such container: immich_postgres")
+
+    monkeypatch.setattr(docker_exec, "server_version", down)
+    good = _write_dump(tmp_path / "dump.sql")
+    res = db_ops.restore("immich_postgres", "postgres", "immich", good, check_mode=True)
+    assert res["changed"] is False and res["target_server_version"] is None
+    assert res["dump_kind"] == "database" and res["crlf"]
+    assert "version check" in res["warnings"][0]
+    bad = _write_dump(tmp_path / "truncated.sql", complete=False)
+    with pytest.raises(db_ops.OpError, match="truncated"):
+        db_ops.restore("immich_postgres", "postgres", "immich", bad, check_mode=True)
+    with pytest.raises(docker_exec.DockerError):  # a real load never goes on without the target's version
+        db_ops.restore("immich_postgres", "postgres", "immich", good)
