@@ -93,6 +93,90 @@ def find_trailer(tail):
     return None
 
 
+_COPY_HEADER_RE = re.compile(rb'^COPY (?:public\.)?("(?:[^"]|"")+"|[^ (]+) [^\n]*FROM stdin;$')
+_CONNECT_RE = re.compile(rb"""^\\connect (?:-reuse-previous=on )?(?:"dbname='((?:[^']|'')*)'"|'((?:[^']|'')*)'|(\S+))""")
+
+
+class CopyRowCounter:
+    """Exact per-table row counts of a plain dump, read from its own COPY blocks as it streams by.
+
+    Counting the stream (not the live database) gives the rows the dump really holds, from the
+    dump's own snapshot, at no extra query: COPY text rows are one line each (newlines inside
+    values are escaped), a block ends with a line holding only backslash-dot. Only tables of the
+    public schema of `database` are kept (for a cluster dump: the blocks after its ``\\connect``;
+    a database dump holds one database). C-speed per chunk: find() and count(), no per-line Python.
+    """
+
+    def __init__(self, database=None):
+        self.database = database
+        self.current_db = None
+        self.counts = {}
+        self._table = None
+        self._carry = b""
+        self._line_start = True  # does the next chunk begin a line?
+
+    def feed(self, buf):
+        if not buf:
+            return
+        data = self._carry + buf if self._carry else buf
+        self._carry = b""
+        line_start = self._line_start
+        self._line_start = False
+        pos = 0
+        end = len(data)
+        while pos < end:
+            if self._table is not None:
+                term = data.find(b"\\.\n", pos)
+                while term >= 0 and not (data[term - 1:term] == b"\n" if term else line_start):
+                    term = data.find(b"\\.\n", term + 1)  # an escaped backslash before a dot, not the end
+                if term < 0:
+                    cut = max(pos, end - 2)  # the end-of-data line may straddle the next chunk
+                    self.counts[self._table] += data.count(b"\n", pos, cut)
+                    self._carry = data[cut:]
+                    self._line_start = data[cut - 1:cut] == b"\n" if cut else line_start
+                    return
+                self.counts[self._table] += data.count(b"\n", pos, term)
+                self._table = None
+                pos = term + 3
+                continue
+            frm = pos - 1 if pos else 0
+            hits = [i for i in (data.find(b"\nCOPY ", frm), data.find(b"\n\\connect ", frm)) if i >= 0]
+            if pos == 0 and line_start and (data.startswith(b"COPY ") or data.startswith(b"\\connect ")):
+                hits.append(-1)
+            if not hits:
+                cut = max(pos, end - 10)  # a header may straddle the next chunk
+                self._carry = data[cut:]
+                self._line_start = cut == pos and (pos == 0 and line_start or pos > 0 and data[pos - 1:pos] == b"\n")
+                return
+            start = min(hits) + 1
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                self._carry = b"\n" + data[start:]
+                return
+            line = data[start:nl]
+            pos = nl + 1
+            connect = _CONNECT_RE.match(line)
+            if connect:
+                name = next(g for g in connect.groups() if g is not None)
+                self.current_db = name.replace(b"''", b"'").decode("utf-8", "replace")
+                continue
+            header = _COPY_HEADER_RE.match(line)
+            if header and line.startswith((b"COPY public.", b'COPY "public".')) and self._wanted():
+                name = header.group(1)
+                if name.startswith(b'"'):
+                    name = name[1:-1].replace(b'""', b'"')
+                self._table = name.decode("utf-8", "replace")
+                self.counts.setdefault(self._table, 0)
+                pos = nl + 1  # the rows start here; the terminator search starts at the newline before
+        self._line_start = data[end - 1:end] == b"\n"  # consumed up to a line end (pos == end)
+
+    def _wanted(self):
+        return self.database is None or self.current_db is None or self.current_db == self.database
+
+    def rows(self):
+        return dict(sorted(self.counts.items()))
+
+
 # psql meta-commands and SQL that run programs on the database host. A backslash only starts a
 # meta-command when it is not itself escaped (odd run of backslashes). COPY data (between
 # `COPY ... FROM stdin;` and `\.`) goes to the server verbatim and is skipped.
