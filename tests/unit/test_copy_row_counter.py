@@ -53,4 +53,4 @@ def test_any_chunking_gives_the_same_counts(sizes, rnd):
 
 def test_database_dump_has_no_connect():
     data = b"-- PostgreSQL database dump\nCOPY public.asset (id) FROM stdin;\n1\n2\n\\.\n-- PostgreSQL database dump complete\n"
-    assert count(data, [random.Random(1).randint(1, 20) for _ in range(10)], database="immich") == {"asset": 2}
+    assert count(data, [random.Random(1).randint(1, 20) for _chunk in range(10)], database="immich") == {"asset": 2}
