@@ -12,6 +12,8 @@ import os
 import subprocess
 import threading
 
+from ansible_collections.homelab.immich.plugins.module_utils.dump_format import iter_chunks, widen_pipe
+
 DOCKER = os.environ.get("HOMELAB_IMMICH_DOCKER", "docker")
 
 
@@ -128,6 +130,9 @@ class Stage:
                                          env=_env(password))
         except OSError as exc:
             raise DockerError("Cannot start %s (`%s`): %s" % (name, argv[0], exc)) from exc
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                widen_pipe(pipe.fileno())
         self._err = []
         self._err_size = 0
         self._thread = threading.Thread(target=self._drain, daemon=True)
@@ -164,16 +169,14 @@ class Stage:
         self.proc.wait()
 
 
-def pump(src_fd, sinks, chunk=1 << 20):
-    """Copy src_fd to EOF into every callable of ``sinks``; returns the byte count."""
+def pump(src_fd, sinks):
+    """Copy src_fd to EOF into every callable of ``sinks``, in full 1 MiB chunks; returns the byte count."""
     total = 0
-    while True:
-        buf = os.read(src_fd, chunk)
-        if not buf:
-            return total
+    for buf in iter_chunks(src_fd):
         total += len(buf)
         for sink in sinks:
             sink(buf)
+    return total
 
 
 def write_all(fd):

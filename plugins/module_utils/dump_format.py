@@ -7,9 +7,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import re
 import shutil
 import subprocess
+import sys
+import threading
 
 CHUNK = 1 << 20
 
@@ -94,7 +97,29 @@ def find_trailer(tail):
 
 
 _COPY_HEADER_RE = re.compile(rb'^COPY (?:public\.)?("(?:[^"]|"")+"|[^ (]+) [^\n]*FROM stdin;$')
-_CONNECT_RE = re.compile(rb"""^\\connect (?:-reuse-previous=on )?(?:"dbname='((?:[^']|'')*)'"|'((?:[^']|'')*)'|(\S+))""")
+_CONNECT_RE = re.compile(rb'^\\connect (-reuse-previous=on )?("(?:[^"]|"")*"|\S+)')
+_CONNSTR_DBNAME_RE = re.compile(rb"^dbname=(?:'((?:[^'\\]|\\.)*)'|(\S+))$")
+
+
+def parse_connect(line):
+    """The database name of a ``\\connect`` line as pg_dump/pg_dumpall write it, or None.
+
+    Three shapes (appendPsqlMetaConnect): ``\\connect immich``; an identifier that needs quoting,
+    ``\\connect "Immich"`` (``""`` inside); and a name with other characters,
+    ``\\connect -reuse-previous=on "dbname='my db'"`` (a conninfo value: ``\\'`` and ``\\\\`` inside).
+    """
+    m = _CONNECT_RE.match(line.rstrip(b"\r"))
+    if not m:
+        return None
+    word = m.group(2)
+    if word.startswith(b'"'):
+        word = word[1:-1].replace(b'""', b'"')
+    if m.group(1):
+        conn = _CONNSTR_DBNAME_RE.match(word)
+        if not conn:
+            return None
+        word = re.sub(rb"\\(.)", rb"\1", conn.group(1)) if conn.group(1) is not None else conn.group(2)
+    return word.decode("utf-8", "replace")
 
 
 class CopyRowCounter:
@@ -155,10 +180,9 @@ class CopyRowCounter:
                 return
             line = data[start:nl]
             pos = nl + 1
-            connect = _CONNECT_RE.match(line)
-            if connect:
-                name = next(g for g in connect.groups() if g is not None)
-                self.current_db = name.replace(b"''", b"'").decode("utf-8", "replace")
+            if line.startswith(b"\\connect "):
+                name = parse_connect(line)
+                self.current_db = name if name is not None else "\x00unparsed"  # never counted as ours
                 continue
             header = _COPY_HEADER_RE.match(line)
             if header and line.startswith((b"COPY public.", b'COPY "public".')) and self._wanted():
@@ -181,19 +205,22 @@ class CopyRowCounter:
 # meta-command when it is not itself escaped (odd run of backslashes). COPY data (between
 # `COPY ... FROM stdin;` and `\.`) goes to the server verbatim and is skipped.
 _SCAN_RE = re.compile(
-    rb"(?P<copy>^COPY [^\n]* FROM stdin;\r?$)"
-    rb"|(?P<end>^\\\.\r?$)"
-    rb"|(?P<bad>(?<!\\)(?:\\\\)*(?:\\!"
+    rb"(?P<bad>(?<!\\)(?:\\\\)*(?:\\!"
     rb"|\\(?:o|out|g|gx|w|write)[ \t]*\|"
     rb"|\\copy\b[^\n]*\b[Pp][Rr][Oo][Gg][Rr][Aa][Mm]\b))"
     rb"|(?P<sql>\b(?:[Ff][Rr][Oo][Mm]|[Tt][Oo])[ \t\r\n]+[Pp][Rr][Oo][Gg][Rr][Aa][Mm][ \t\r\n]+'"
     rb"[^\n]*)",
-    re.M,
 )
+_COPY_LINE_RE = re.compile(rb"COPY [^\n]* FROM stdin;\r?\n")
+_END_OF_DATA = (b"\n\\.\n", b"\n\\.\r\n")
 
 
 class MetaCommandScanner:
-    """Streaming scan for dangerous meta-commands; feed chunks, then ``finish()``."""
+    """Streaming scan for dangerous meta-commands; feed chunks, then ``finish()``.
+
+    COPY blocks (almost all of a dump's bytes) are skipped with C-speed searches for their header
+    and ``\\.`` lines; only the SQL between them goes through the regular expression.
+    """
 
     def __init__(self, limit=5):
         self.findings = []
@@ -202,44 +229,58 @@ class MetaCommandScanner:
         self._in_copy = False
         self._line = 1
 
-    @staticmethod
-    def _looks_clean(data):
-        # Fast path (C-speed substring tests): nothing that could start a dangerous command.
-        return b"\\!" not in data and b"|" not in data and b"program" not in data.lower()
+    def _end_of_copy(self, data, pos):
+        """Index just after the ``\\.`` line ending the COPY block that runs at ``pos``, or -1."""
+        if pos == 0:
+            for end in (b"\\.\n", b"\\.\r\n"):
+                if data.startswith(end):
+                    return len(end)
+        best = None
+        for end in _END_OF_DATA:
+            i = data.find(end, max(pos - 1, 0))
+            if i >= 0 and (best is None or i < best[0]):
+                best = (i, len(end))
+        return best[0] + best[1] if best else -1
 
-    def _track_copy_state(self, data):
-        """In COPY data at the end of this block? Found from the last COPY / `\\.` line."""
-        data = b"\n" + data
-        end = max(data.rfind(b"\n\\.\n"), data.rfind(b"\n\\.\r\n"))
-        pos = len(data)
+    def _next_copy(self, data, pos):
+        """(start, end) of the next ``COPY ... FROM stdin;`` line at or after ``pos``, or None."""
+        m = _COPY_LINE_RE.match(data) if pos == 0 else None
+        if m:
+            return 0, m.end()
+        i = max(pos - 1, 0)
         while True:
-            pos = data.rfind(b"\nCOPY ", 0, pos)
-            if pos < 0 or pos < end:
-                break
-            eol = data.find(b"\n", pos + 1)
-            line = data[pos + 1:eol if eol >= 0 else len(data)].rstrip(b"\r")
-            if line.endswith(b" FROM stdin;"):
-                self._in_copy = True
+            i = data.find(b"\nCOPY ", i)
+            if i < 0:
+                return None
+            m = _COPY_LINE_RE.match(data, i + 1)
+            if m:
+                return i + 1, m.end()
+            i += 1
+
+    def _scan_sql(self, data, start, end):
+        for m in _SCAN_RE.finditer(data, start, end):
+            if len(self.findings) >= self._limit:
                 return
-        if end >= 0:
-            self._in_copy = False
+            line = self._line + data.count(b"\n", 0, m.start())
+            text = data[data.rfind(b"\n", 0, m.start()) + 1:].split(b"\n", 1)[0]
+            self.findings.append({"line": line, "text": text[:120].decode("utf-8", "replace").rstrip()})
 
     def _scan(self, data):
-        if self._looks_clean(data):
-            self._track_copy_state(data)
-            self._line += data.count(b"\n")
-            return
         pos = 0
-        for m in _SCAN_RE.finditer(data):
-            kind = m.lastgroup
-            if kind == "copy":
-                self._in_copy = True
-            elif kind == "end":
+        size = len(data)
+        while pos < size:
+            if self._in_copy:
+                pos = self._end_of_copy(data, pos)
+                if pos < 0:
+                    break
                 self._in_copy = False
-            elif not self._in_copy and len(self.findings) < self._limit:
-                line = self._line + data.count(b"\n", pos, m.start())
-                text = data[data.rfind(b"\n", 0, m.start()) + 1:].split(b"\n", 1)[0]
-                self.findings.append({"line": line, "text": text[:120].decode("utf-8", "replace").rstrip()})
+                continue
+            nxt = self._next_copy(data, pos)
+            self._scan_sql(data, pos, nxt[0] if nxt else size)
+            if nxt is None:
+                break
+            pos = nxt[1]
+            self._in_copy = True
         self._line += data.count(b"\n")
 
     def feed(self, chunk):
@@ -258,10 +299,81 @@ class MetaCommandScanner:
         return self.findings
 
 
+def widen_pipe(fd, size=CHUNK):
+    """Best effort: a 1 MiB pipe instead of 64 KiB, so the process at the other end keeps running
+    while we work on a whole chunk, and both wake each other less often."""
+    try:
+        import fcntl  # noqa: PLC0415 - Linux only; elsewhere the default pipe size is kept
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError):
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size for an unprivileged user
+
+
+def iter_chunks(fd, size=CHUNK):
+    """Yield what ``fd`` delivers until EOF, in chunks of exactly ``size`` bytes (the last one shorter).
+
+    A pipe hands over whatever its writer wrote last: ``docker exec`` relays pg_dumpall in pieces
+    of about 8 KiB, so a plain read loop runs its per-chunk work 150,000 times for a 1.2 GB dump.
+    Gathering full chunks (the way a C program's fread does) runs it about 1,200 times; measured
+    on the lab's large dump, the dump's Python CPU time fell from 6.4 s to 2.6 s.
+    """
+    buf = bytearray(size)
+    view = memoryview(buf)
+    while True:
+        got = 0
+        while got < size:
+            n = os.readv(fd, [view[got:]])
+            if not n:
+                break
+            got += n
+        if not got:
+            return
+        yield bytes(view[:got])
+        if got < size:
+            return
+
+
+# gzip is inflated by zlib in a child Python (the interpreter running us: nothing to install).
+# zlib inflates about 1.8x faster than the gzip binary here, checks each member's CRC32 and size,
+# and a child process keeps it on its own core. Exit 1 with the reason on a bad or cut stream.
+_INFLATE_CHILD = r"""
+import os, sys, zlib
+CHUNK = 1 << 20
+inp, out = sys.stdin.fileno(), sys.stdout.fileno()
+def write(buf):
+    view = memoryview(buf)
+    while view:
+        view = view[os.write(out, view):]
+inflater = None
+try:
+    for raw in iter(lambda: os.read(inp, CHUNK), b""):
+        data = raw
+        while data:
+            if inflater is None:
+                inflater = zlib.decompressobj(31)
+            buf = inflater.decompress(data, CHUNK)
+            write(buf)
+            if inflater.eof:
+                data, inflater = inflater.unused_data, None
+                continue
+            data = inflater.unconsumed_tail
+            while not data and len(buf) == CHUNK:
+                buf = inflater.decompress(b"", CHUNK)
+                write(buf)
+    if inflater is not None:
+        raise zlib.error("unexpected end of file")
+except zlib.error as exc:
+    sys.stderr.write("gzip: %s\n" % exc)
+    sys.exit(1)
+except BrokenPipeError:
+    sys.exit(141)
+"""
+
+
 def decompressor_argv(compression):
-    """argv of a decompressing filter (stdin -> stdout), or None for plain."""
+    """argv of a decompressing filter (stdin -> stdout), or [] for plain."""
     if compression == "gzip":
-        return [shutil.which("pigz") or "gzip", "-dc"] if shutil.which("gzip") or shutil.which("pigz") else None
+        return [sys.executable or "python3", "-I", "-c", _INFLATE_CHILD]
     if compression == "zstd":
         if not shutil.which("zstd"):
             raise DumpError("This dump is zstd-compressed but the `zstd` binary is missing on this host: %s." % ZSTD_INSTALL)
@@ -270,40 +382,40 @@ def decompressor_argv(compression):
 
 
 class PlainReader:
-    """Stream the plain SQL of a dump file: ``read()`` chunks, ``close()`` checks the decompressor.
+    """Stream the plain SQL of a dump file: ``chunks()``, then ``close()`` checks the decompressor.
 
-    gzip/zstd are decompressed by their C binaries in a child process (a second core for free);
-    plain files are read directly. Only ``CHUNK`` bytes are ever held.
+    gzip and zstd are decompressed in a child process (a second core for free, see
+    ``decompressor_argv``); plain files are read directly. Only a few ``CHUNK``s are ever held.
     """
 
     def __init__(self, path, compression=None, on_raw=None):
         self.path = path
         self.compression = compression or sniff_file(path)
-        self._fh = open(path, "rb")
-        self._proc = None
         self._on_raw = on_raw
+        self._proc = None
+        self._fh = open(path, "rb")
         argv = decompressor_argv(self.compression)
-        if argv is None:
-            self._fh.close()
-            raise DumpError("This dump is gzip-compressed but neither `gzip` nor `pigz` is installed.")
         if argv:
             if on_raw is None:
                 self._proc = subprocess.Popen(argv, stdin=self._fh, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             else:
                 # The caller hashes the compressed bytes as they go by: we feed the decompressor.
-                import threading  # noqa: PLC0415
                 self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                widen_pipe(self._proc.stdin.fileno())
                 self._feeder = threading.Thread(target=self._feed_raw, daemon=True)
                 self._feeder.start()
             self._out = self._proc.stdout
+            widen_pipe(self._out.fileno())
+
+    def _raw_chunks(self):
+        for buf in iter(lambda: self._fh.read(CHUNK), b""):
+            if self._on_raw is not None:
+                self._on_raw(buf)
+            yield buf
 
     def _feed_raw(self):
         try:
-            while True:
-                buf = self._fh.read(CHUNK)
-                if not buf:
-                    break
-                self._on_raw(buf)
+            for buf in self._raw_chunks():
                 self._proc.stdin.write(buf)
         except (BrokenPipeError, ValueError, OSError):
             pass
@@ -313,13 +425,12 @@ class PlainReader:
             except (BrokenPipeError, OSError):
                 pass
 
-    def read(self, n=CHUNK):
-        if self._proc is None:
-            buf = self._fh.read(n)
-            if buf and self._on_raw is not None:
-                self._on_raw(buf)
-            return buf
-        return self._out.read1(n) if hasattr(self._out, "read1") else self._out.read(n)
+    def chunks(self):
+        """The plain SQL, in pieces of ``CHUNK`` bytes (the last one shorter)."""
+        if self._proc is not None:
+            yield from iter_chunks(self._out.fileno())
+        else:
+            yield from self._raw_chunks()
 
     def close(self, check=True):
         """Close; raise DumpError when the decompressor failed (corrupt or truncated stream)."""
@@ -356,10 +467,7 @@ def inspect_dump(path, on_chunk=None, compression=None, on_raw=None, scan=True):
     plain_bytes = 0
     ok = False
     try:
-        while True:
-            buf = reader.read(CHUNK)
-            if not buf:
-                break
+        for buf in reader.chunks():
             plain_bytes += len(buf)
             if len(head) < 8192:
                 head += buf[:8192 - len(head)]

@@ -1,10 +1,11 @@
 """CopyRowCounter: per-table rows read from a dump's own COPY blocks, whatever the chunking."""
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.homelab.immich.plugins.module_utils.dump_format import CopyRowCounter
+from ansible_collections.homelab.immich.plugins.module_utils.dump_format import CopyRowCounter, parse_connect
 
 
 def cluster_dump(rows):
@@ -54,3 +55,30 @@ def test_any_chunking_gives_the_same_counts(sizes, rnd):
 def test_database_dump_has_no_connect():
     data = b"-- PostgreSQL database dump\nCOPY public.asset (id) FROM stdin;\n1\n2\n\\.\n-- PostgreSQL database dump complete\n"
     assert count(data, [random.Random(1).randint(1, 20) for _chunk in range(10)], database="immich") == {"asset": 2}
+
+
+@pytest.mark.parametrize("line, name", [
+    (b"\\connect immich", "immich"),
+    (b"\\connect immich\r", "immich"),
+    (b'\\connect "Immich"', "Immich"),
+    (b'\\connect "user"', "user"),
+    (b'\\connect "a""b"', 'a"b'),
+    (b"\\connect -reuse-previous=on \"dbname='my photos'\"", "my photos"),
+    (b"\\connect -reuse-previous=on \"dbname='immich-prod'\"", "immich-prod"),
+    (b"\\connect -reuse-previous=on \"dbname='it\\'s \\\\ \"\"x\"\"'\"", 'it\'s \\ "x"'),
+    (b"\\connectx immich", None),
+    (b"\\connect -reuse-previous=on \"host=x\"", None),
+])
+def test_connect_names_as_pg_dumpall_writes_them(line, name):
+    assert parse_connect(line) == name
+
+
+@pytest.mark.parametrize("connect, database", [
+    (b'\\connect "Immich"', "Immich"),
+    (b"\\connect -reuse-previous=on \"dbname='immich-prod'\"", "immich-prod"),
+])
+def test_rows_of_a_database_whose_name_needs_quoting(connect, database):
+    data = (b"\\connect postgres\nCOPY public.asset (id) FROM stdin;\nx\n\\.\n" + connect
+            + b"\nCOPY public.asset (id) FROM stdin;\n1\n2\n3\n\\.\n\\connect other\nCOPY public.asset (id) FROM stdin;\ny\n\\.\n")
+    assert count(data, [7, 13, 50], database=database) == {"asset": 3}
+    assert count(data, [], database="postgres") == {"asset": 1}

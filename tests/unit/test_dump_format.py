@@ -1,9 +1,13 @@
 """What a dump is, from its bytes."""
 import gzip
+import os
 import shutil
 import subprocess
+import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.homelab.immich.plugins.module_utils import dump_format as df
 
@@ -99,3 +103,86 @@ def test_truncated_gzip_is_corrupt(tmp_path):
 def test_name_does_not_matter(tmp_path):
     p = write(tmp_path, "looks.sql", gzip.compress(CLUSTER))
     assert df.inspect_dump(p)["compression"] == "gzip"
+
+
+def plain_of(path):
+    reader = df.PlainReader(path)
+    try:
+        data = b"".join(reader.chunks())
+    finally:
+        reader.close()
+    return data
+
+
+def test_gzip_members_are_all_inflated(tmp_path):
+    """pigz and `cat a.gz b.gz` write several members; all of them are the dump."""
+    data = os.urandom(3 << 20).hex().encode()  # 6 MiB of text: several CHUNKs per member
+    p = write(tmp_path, "m.gz", gzip.compress(data[:100]) + gzip.compress(data[100:]) + gzip.compress(b""))
+    assert plain_of(p) == data
+
+
+@pytest.mark.parametrize("damage", ["cut", "crc", "garbage"])
+def test_damaged_gzip_is_refused_with_the_reason(tmp_path, damage):
+    blob = bytearray(gzip.compress(CLUSTER * 500))
+    if damage == "cut":
+        blob = blob[:-20]
+    elif damage == "crc":
+        blob[-6] ^= 0xFF  # the CRC32 in the member's trailer
+    else:
+        blob += b"not gzip"
+    p = write(tmp_path, "d.gz", bytes(blob))
+    with pytest.raises(df.DumpError, match="corrupt or truncated.*gzip: "):
+        df.inspect_dump(p)
+
+
+def test_iter_chunks_gathers_full_chunks_from_small_writes():
+    r, w = os.pipe()
+    data = os.urandom(100_000)
+
+    def writer():
+        for i in range(0, len(data), 777):
+            os.write(w, data[i:i + 777])
+        os.close(w)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    sizes = []
+    out = b""
+    for buf in df.iter_chunks(r, 8192):
+        sizes.append(len(buf))
+        out += buf
+    t.join()
+    os.close(r)
+    assert out == data
+    assert sizes[:-1] == [8192] * (len(sizes) - 1) and 0 < sizes[-1] <= 8192
+
+
+CRLF_COPY = (b"SET x = 1;\r\nCOPY public.t (a) FROM stdin;\r\n\\! in data\r\nfrom program 'x'\r\n\\.\r\n"
+             b"SELECT 2;\r\n")
+
+
+def test_scan_skips_crlf_copy_data_and_sees_what_follows():
+    s = df.MetaCommandScanner()
+    s.feed(CLUSTER.replace(b"\n", b"\r\n") + CRLF_COPY)
+    assert s.finish() == []
+    s = df.MetaCommandScanner()
+    s.feed(CRLF_COPY + b"\\! id\r\n")
+    assert [f["line"] for f in s.finish()] == [7]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=40), max_size=60))
+def test_scan_findings_do_not_depend_on_chunking(sizes):
+    data = (CLUSTER + b"COPY public.p (a) FROM stdin;\n\\! data\nx\n\\.\n\\! one\nCOPY public.q (a) FROM stdin;\n"
+            b"\\.\nCOPY t FROM PROGRAM 'id';\nCOPY public.r (a) FROM stdin;\n\\o | data\n\\.\n\\w |two\n")
+    whole = df.MetaCommandScanner()
+    whole.feed(data)
+    expected = whole.finish()
+    assert [f["text"] for f in expected] == ["\\! one", "COPY t FROM PROGRAM 'id';", "\\w |two"]
+    s = df.MetaCommandScanner()
+    pos = 0
+    for size in sizes:
+        s.feed(data[pos:pos + size])
+        pos += size
+    s.feed(data[pos:])
+    assert s.finish() == expected
