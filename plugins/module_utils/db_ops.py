@@ -570,9 +570,8 @@ def restore(container, user, db_name, src, *, manifest_path=None, rewrite_search
     broken = False
     ok = False
     try:
-        for buf in reader.chunks():
-            if rw is not None:
-                buf = rw.feed(buf)
+        for plain in reader.chunks():
+            buf = rw.feed(plain) if rw is not None else plain
             if rm is not None:
                 buf = rm.feed(buf)
             if buf:
