@@ -8,6 +8,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from modrun import run_module  # noqa: E402
 from rolerun import env, playbook_argv, report, run_playbook, sets, wipe, write_inventory  # noqa: E402
 
 
@@ -136,11 +137,16 @@ def test_restore_into_non_fresh_database_needs_force(shared_instance, tmp_path):
 
 def test_restore_of_renamed_instance_through_discovery(make_instance, tmp_path):
     inst = make_instance(pg=15, seed="small", name="r15-ren-%d" % os.getpid(), prefix="rfamily%d" % os.getpid(),
-                         upload="./photos-disk", db_data="./pg-data", user="immichadmin", database="photos")
+                         upload="./photos-disk", db_data="./pg-data", user="immichadmin", database="ImmichPhotos")  # pg_dumpall: \\connect "ImmichPhotos"
     inv = write_inventory(tmp_path, inst)
     rc, out = run_playbook(inv, "backup")
     assert rc == 0, out[-4000:]
     before = inst.row_counts()
+    # The seed's cluster dump of the same instance: its rows are counted under the quoted name.
+    cluster = run_module("db_dump", container=inst.db, db_user=inst.user, db_name=inst.database,
+                         dest=str(tmp_path / "cluster"))
+    assert not cluster.get("failed"), cluster.get("msg")
+    assert cluster["rows_by_table"] == before
     wipe(inst)
     rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
     assert rc == 0, out[-4000:]
