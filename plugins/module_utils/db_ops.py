@@ -602,8 +602,9 @@ def restore(container, user, db_name, src, *, manifest_path=None, rewrite_search
         raise OpError("The restore into %s failed (%d error(s)): %s.%s The target database is incomplete: reset it "
                       "(down -v, remove DB_DATA_LOCATION, create, start the DB) before trying again."
                       % (container, max(errors.fatal_count, 1), detail, hint), **result)
+    t2 = time.monotonic()
     rows = dx.row_counts(container, user, db_name, password)
-    result["rows_by_table"] = rows
+    result.update(rows_by_table=rows, count_seconds=round(time.monotonic() - t2, 3))
     if verify_rows and manifest and manifest.get("rows_by_table") is not None:
         expected = manifest["rows_by_table"]
         diff = {t: {"expected": expected.get(t), "restored": rows.get(t)}

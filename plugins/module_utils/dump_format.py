@@ -122,6 +122,9 @@ def parse_connect(line):
     return word.decode("utf-8", "replace")
 
 
+_SKIPPED = "\x00skipped"
+
+
 class CopyRowCounter:
     """Exact per-table row counts of a plain dump, read from its own COPY blocks as it streams by.
 
@@ -185,12 +188,15 @@ class CopyRowCounter:
                 self.current_db = name if name is not None else "\x00unparsed"  # never counted as ours
                 continue
             header = _COPY_HEADER_RE.match(line)
-            if header and line.startswith((b"COPY public.", b'COPY "public".')) and self._wanted():
-                name = header.group(1)
-                if name.startswith(b'"'):
-                    name = name[1:-1].replace(b'""', b'"')
-                self._table = name.decode("utf-8", "replace")
-                self.counts.setdefault(self._table, 0)
+            if header:
+                table = _SKIPPED  # another schema or database: its data is skipped, not counted
+                if line.startswith((b"COPY public.", b'COPY "public".')) and self._wanted():
+                    name = header.group(1)
+                    if name.startswith(b'"'):
+                        name = name[1:-1].replace(b'""', b'"')
+                    table = name.decode("utf-8", "replace")
+                self._table = table
+                self.counts.setdefault(table, 0)
                 pos = nl + 1  # the rows start here; the terminator search starts at the newline before
         self._line_start = data[end - 1:end] == b"\n"  # consumed up to a line end (pos == end)
 
@@ -198,7 +204,7 @@ class CopyRowCounter:
         return self.database is None or self.current_db is None or self.current_db == self.database
 
     def rows(self):
-        return dict(sorted(self.counts.items()))
+        return dict(sorted((t, n) for t, n in self.counts.items() if t != _SKIPPED))
 
 
 # psql meta-commands and SQL that run programs on the database host. A backslash only starts a

@@ -82,3 +82,18 @@ def test_rows_of_a_database_whose_name_needs_quoting(connect, database):
             + b"\nCOPY public.asset (id) FROM stdin;\n1\n2\n3\n\\.\n\\connect other\nCOPY public.asset (id) FROM stdin;\ny\n\\.\n")
     assert count(data, [7, 13, 50], database=database) == {"asset": 3}
     assert count(data, [], database="postgres") == {"asset": 1}
+
+
+def test_copy_blocks_of_other_databases_and_schemas_are_skipped_whole():
+    data = (b"\\connect postgres\nCOPY public.asset (id) FROM stdin;\nCOPY public.fake (a) FROM stdin;\n\\.\n"
+            b"\\connect immich\nCOPY public.asset (id) FROM stdin;\n1\n\\.\nCOPY other.x (a) FROM stdin;\n"
+            b"COPY public.fake (a) FROM stdin;\n\\.\nCOPY public.\"user\" (id) FROM stdin;\n\\.\n")
+    for sizes in ([], [5] * 40, [17, 3, 60]):
+        counter = CopyRowCounter("immich")
+        pos = 0
+        for size in sizes:
+            counter.feed(data[pos:pos + size])
+            pos += size
+        counter.feed(data[pos:])
+        # a data row that reads like a COPY header (in another database or schema) is data, not a block
+        assert counter.rows() == {"asset": 1, "user": 0}
