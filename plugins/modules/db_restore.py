@@ -88,6 +88,10 @@ verify_seconds:
   description: Wall time of the verification pass.
   returned: always
   type: float
+count_seconds:
+  description: Wall time of the row count of the restored database (the count that is compared with the manifest).
+  returned: success
+  type: float
 dump_kind:
   description: C(cluster) or C(database), from the dump's header.
   returned: always
