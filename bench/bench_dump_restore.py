@@ -108,6 +108,8 @@ def main():
                 shutil.rmtree(a.work + "/zstd", ignore_errors=True)
                 took, r_zstd, rss["db_dump zstd"] = module("db_dump", container=db, dest=a.work + "/zstd", compression="zstd")
                 zstds.append(took)
+                with open(r_zstd["manifest_path"]) as fh:
+                    report.setdefault("db_dump zstd timings", []).append(json.load(fh)["timings"])
             secs[floor], secs["db_dump zstd"] = median(floors), median(zstds)
             runs.update({floor: floors, "db_dump zstd": zstds})
             secs[seed_dump] = sh("docker exec -t %s pg_dumpall --clean --if-exists --username=postgres | gzip > %s/seed.sql.gz"
