@@ -103,7 +103,7 @@ def main():
             # The floor and db_dump zstd alternate --repeat times; each ratio uses the medians (the floor
             # alone moves by 10-20% from one run to the next on this machine).
             floors, zstds = [], []
-            for _ in range(a.repeat):
+            for _round in range(a.repeat):
                 floors.append(sh("docker exec %s pg_dumpall --clean --if-exists -U postgres > /dev/null" % db))
                 shutil.rmtree(a.work + "/zstd", ignore_errors=True)
                 took, r_zstd, rss["db_dump zstd"] = module("db_dump", container=db, dest=a.work + "/zstd", compression="zstd")
@@ -123,7 +123,7 @@ def main():
             ratios["seed gzip / db_dump gzip (target >= 1.5)"] = secs[seed_dump] / secs["db_dump gzip"]
         if "restore" in parts:
             seeds, ours, verify = [], [], []
-            for _ in range(a.repeat):
+            for _round in range(a.repeat):
                 reset(tgt)
                 seeds.append(sh("gunzip < %s | sed \"%s\" | docker exec -i %s psql --username=postgres "
                                 ">/dev/null 2>&1" % (r_gz["path"], SED, tgt.db)))
