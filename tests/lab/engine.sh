@@ -70,20 +70,46 @@ else
   say "docker engine up ($(docker info --format '{{.ServerVersion}} {{.Driver}}'))"
 fi
 
+# Debian trixie packages without touching this machine's apt sources: a private sources list and
+# package lists under $STATE (apt-get -o Dir::Etc::sourcelist=...), updated once per run that needs it.
+trixie_ready=0
+trixie_opts() {
+  local d="$STATE/trixie-apt"
+  opts=(-o "Dir::Etc::sourcelist=$d/trixie.list" -o "Dir::Etc::sourceparts=-" -o "Dir::State::Lists=$d/lists" -o "APT::Get::List-Cleanup=0")
+}
+trixie_update() {
+  [ $trixie_ready = 1 ] && return 0
+  need_root setup
+  local d="$STATE/trixie-apt" mirror
+  mirror=$(debian_mirror)
+  mkdir -p "$d/lists/partial" "$d/debs"
+  # apt downloads as its unprivileged user when it can write the folder (no "unsandboxed" warning).
+  if id _apt >/dev/null 2>&1; then chown _apt "$d/debs"; fi
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s trixie main\n' "$mirror" >"$d/trixie.list"
+  trixie_opts
+  apt-get "${opts[@]}" update -qq
+  trixie_ready=1
+}
+# trixie_install PKG...: download trixie's .debs of these packages (not their dependencies) and dpkg -i them.
+trixie_install() {
+  trixie_update
+  local d="$STATE/trixie-apt" pkg
+  for pkg in "$@"; do
+    rm -f "$d/debs/${pkg}"_*.deb
+    (cd "$d/debs" && apt-get "${opts[@]}" download "$pkg" >/dev/null)
+  done
+  local files=()
+  for pkg in "$@"; do files+=("$d/debs/${pkg}"_*.deb); done
+  dpkg -i "${files[@]}" >/dev/null
+}
+deb_version() { { dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null || true; } | awk '$3 == "installed" {print $4}'; }
+
 # 2. Compose v2 (Debian 12 has none: take trixie's docker-compose .deb without touching apt sources).
 if docker compose version >/dev/null 2>&1; then
   say "compose present ($(docker compose version --short))"
 else
-  need_root setup
-  mirror=$(debian_mirror)
-  d="$STATE/trixie-apt"
-  mkdir -p "$d/lists/partial" "$d/debs"
-  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s trixie main\n' "$mirror" >"$d/trixie.list"
-  opts=(-o "Dir::Etc::sourcelist=$d/trixie.list" -o "Dir::Etc::sourceparts=-" -o "Dir::State::Lists=$d/lists" -o "APT::Get::List-Cleanup=0")
   say "fetching docker-compose from Debian trixie (apt sources untouched)"
-  apt-get "${opts[@]}" update -qq
-  (cd "$d/debs" && apt-get "${opts[@]}" download docker-compose >/dev/null)
-  dpkg -i "$d"/debs/docker-compose_*.deb >/dev/null
+  trixie_install docker-compose
   # A docker client outside /usr/bin may look for plugins elsewhere: link the plugin where every client looks.
   if ! docker compose version >/dev/null 2>&1; then
     mkdir -p /usr/local/lib/docker/cli-plugins
@@ -91,4 +117,49 @@ else
   fi
   docker compose version >/dev/null 2>&1 || { say "compose still missing after install" >&2; exit 1; }
   say "compose installed ($(docker compose version --short))"
+fi
+
+# 3. restic and its REST server for the offsite targets (tests/lab/offsite.py): trixie's packages
+# (restic 0.18, a static binary; restic-rest-server 0.13), the same private route as compose.
+# Installed when absent or older than trixie's; a newer restic someone installed is left alone.
+restic_have=$(deb_version restic)
+rest_have=$(deb_version restic-rest-server)
+case "$restic_have" in
+  0.1[7-9]*|0.[2-9][0-9]*|[1-9]*) need_restic=0 ;;
+  *) need_restic=1 ;;
+esac
+need_rest=0; [ -n "$rest_have" ] || need_rest=1
+if [ $need_restic = 0 ] && [ $need_rest = 0 ]; then
+  say "restic present ($(restic version | head -1)); rest-server present ($(restic-rest-server --version 2>&1 | head -1))"
+else
+  want=()
+  [ $need_restic = 1 ] && want+=(restic)
+  [ $need_rest = 1 ] && want+=(restic-rest-server)
+  say "fetching ${want[*]} from Debian trixie (apt sources untouched; found: restic ${restic_have:-none}, restic-rest-server ${rest_have:-none})"
+  trixie_install "${want[@]}"
+  if ! command -v restic >/dev/null || ! command -v restic-rest-server >/dev/null; then
+    say "restic or rest-server missing after install" >&2; exit 1
+  fi
+  say "installed: $(restic version | head -1); $(restic-rest-server --version 2>&1 | head -1)"
+fi
+
+# 4. The restic a managed Debian 12 host gets from its own packages (0.14.0), unpacked beside the
+# lab (never installed: /usr/bin/restic stays trixie's) so the tests also run the oldest supported
+# restic. Found again next time under $STATE/restic-bookworm.
+old="$STATE/restic-bookworm"
+if [ -x "$old/usr/bin/restic" ]; then
+  say "bookworm restic for the 0.14 tests present ($("$old/usr/bin/restic" version | head -1))"
+elif apt-cache policy restic 2>/dev/null | grep -q 'bookworm'; then
+  need_root setup
+  rm -rf "$old.tmp" && mkdir -p "$old.tmp/debs"
+  if id _apt >/dev/null 2>&1; then chown _apt "$old.tmp/debs"; fi
+  if (cd "$old.tmp/debs" && apt-get download "restic/bookworm" >/dev/null 2>&1) && dpkg -x "$old.tmp"/debs/restic_*.deb "$old.tmp/root"; then
+    rm -rf "$old" && mv "$old.tmp/root" "$old" && rm -rf "$old.tmp"
+    say "bookworm restic unpacked for the 0.14 tests ($("$old/usr/bin/restic" version | head -1))"
+  else
+    rm -rf "$old.tmp"
+    say "bookworm restic not available here: the restic 0.14 tests will skip"
+  fi
+else
+  say "this machine's apt has no bookworm restic: the restic 0.14 tests will skip"
 fi
