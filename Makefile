@@ -10,12 +10,14 @@ export ANSIBLE_ROLES_PATH := $(CURDIR)/roles
 LAB := $(BIN)/python tests/lab/lab.py
 COLL := build/collections/ansible_collections/homelab/immich
 
-.PHONY: help setup venv engine images collection demo test lint unit sanity lab-test molecule build clean lab-clean lock
+.PHONY: help setup venv engine images collection demo test lint unit sanity lab-test molecule build docs clean lab-clean lock
 
 help:
 	@echo "make demo   - bring up a seeded lab Immich, back it up, wipe it, restore it, print a summary"
 	@echo "make test   - lint, unit tests, ansible-test sanity, lab tests and Molecule scenarios"
 	@echo "make setup  - only the set-up (venv, Docker engine + compose, lab images)"
+	@echo "make build  - the collection tarball, build/dist/homelab-immich-<version>.tar.gz"
+	@echo "make docs   - the HTML docs site (modules, roles, guides, changelog) in build/docs, offline"
 
 # Idempotent: the venv is rebuilt only when requirements.txt changes.
 $(VENV)/.stamp: requirements.txt
@@ -60,6 +62,10 @@ sanity: venv
 
 build: venv
 	$(BIN)/ansible-galaxy collection build --force --output-path build/dist .
+
+# antsibull-docs + Sphinx, nothing fetched: open build/docs/index.html.
+docs: venv
+	$(BIN)/python tests/docs/build_site.py
 
 lab-clean:
 	$(LAB) destroy-all
