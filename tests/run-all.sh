@@ -40,6 +40,7 @@ step "ansible-lint (production)" ansible-lint --profile production
 pytest_step unit tests/unit
 step "ansible-test sanity" bash tests/sanity.sh
 step "galaxy build + install" bash tests/build-install.sh
+step "execution environment" python tests/ee/check_context.py
 step "docs site" bash -c 'python tests/docs/build_site.py && python tests/docs/check_site.py build/docs'
 pytest_step integration tests/integration
 for dir in molecule/*/; do
