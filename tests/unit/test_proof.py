@@ -1,0 +1,398 @@
+"""Per-asset SHA-1 proof and boot proof: counts, examples and messages, with no Docker."""
+import hashlib
+import io
+import os
+import random
+
+import pytest
+
+from ansible_collections.homelab.immich.plugins.module_utils import proof
+
+USER = "0b1c2d3e-0000-4000-8000-000000000001"
+
+
+def sha1(data):
+    return hashlib.sha1(data).digest()  # noqa: S324 - Immich's checksum
+
+
+def write(root, rel, data):
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+@pytest.fixture
+def library(tmp_path):
+    """An UPLOAD_LOCATION with originals, markers, a sidecar and an orphan; and the rows of its DB."""
+    root = str(tmp_path / "library")
+    rows = []
+    for i in range(12):
+        data = os.urandom(100 + i * 37)
+        rel = "upload/%s/%02x/%02x/asset-%d.jpg" % (USER, i, i, i)
+        write(root, rel, data)
+        rows.append(("id-%d" % i, "/data/" + rel, "\\x" + sha1(data).hex(), "sha1", None))
+    for folder in ("upload", "library", "thumbs"):
+        write(root, folder + "/.immich", b"1764633600000")
+    write(root, "upload/%s/00/00/asset-0.jpg.xmp" % USER, b"<x:xmpmeta/>")
+    write(root, "upload/%s/ff/ff/orphan.jpg" % USER, b"no row names me")
+    write(root, "thumbs/%s/00/00/id-0_thumbnail.webp" % USER, b"regenerable, not an original")
+    return root, rows
+
+
+def test_every_file_matches(library):
+    root, rows = library
+    res = proof.asset_proof(iter(rows), root, media_location="/data")
+    assert res["ok"] is True
+    assert (res["assets"], res["matched"], res["hashed"]) == (12, 12, 12)
+    assert res["orphans"] == 1
+    assert res["examples"]["orphans"] == ["upload/%s/ff/ff/orphan.jpg" % USER]
+    assert res["mismatched"] == res["missing_in_backup"] == res["external"] == 0
+    assert res["detail"].startswith("12 of 12 assets matched their SHA-1; 1 orphans (a file, no row): upload/")
+
+
+def test_flipped_byte_and_deleted_file_are_named(library):
+    root, rows = library
+    flipped = os.path.join(root, rows[3][1][len("/data/"):])
+    with open(flipped, "r+b") as fh:
+        first = fh.read(1)
+        fh.seek(0)
+        fh.write(bytes([first[0] ^ 0x01]))
+    os.unlink(os.path.join(root, rows[7][1][len("/data/"):]))
+    res = proof.asset_proof(iter(rows), root, media_location="/data", workers=2)
+    assert res["ok"] is False
+    assert res["matched"] == 10
+    assert res["mismatched"] == 1 and res["examples"]["mismatched"] == [rows[3][1]]
+    assert res["missing_in_backup"] == 1 and res["examples"]["missing_in_backup"] == [rows[7][1]]
+    assert res["orphans"] == 1  # the deleted file's row is no orphan, the unnamed file still is
+    check = proof.asset_check(res)
+    assert check["name"] == "per-asset SHA-1" and check["ok"] is False
+    assert rows[3][1] in check["detail"] and rows[7][1] in check["detail"]
+    assert "restore them from an older set" in check["detail"]
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 3])
+def test_workers_give_the_same_answer(library, workers):
+    root, rows = library
+    os.unlink(os.path.join(root, rows[0][1][len("/data/"):]))
+    res = proof.asset_proof(iter(rows), root, media_location="/data", workers=workers)
+    assert (res["matched"], res["missing_in_backup"], res["hashed"]) == (11, 1, 11)
+    assert res["bytes_hashed"] == sum(100 + i * 37 for i in range(1, 12))
+
+
+def test_external_assets_are_counted_and_handed_to_the_caller(library):
+    root, rows = library
+    path = "/mnt/photos/2019/beach.jpg"
+    external = ("ext-1", path, sha1(b"path:" + path.encode()), "sha1-path", "lib-1")
+    seen = []
+    res = proof.asset_proof(iter(rows + [external]), root, media_location="/data", on_external=seen.append)
+    assert res["external"] == 1 and res["examples"]["external"] == [path]
+    assert seen == [external]
+    assert res["ok"] is True and res["matched"] == 12
+
+
+def test_old_schema_without_algorithm_column(library):
+    root, rows = library
+    old = [(r[0], r[1], r[2], None, None) for r in rows]
+    old.append(("ext", "/import/x.jpg", b"\x00" * 20, None, "library-id"))  # libraryId set: external
+    res = proof.asset_proof(iter(old), root, media_location="/data")
+    assert (res["matched"], res["external"], res["ok"]) == (12, 1, True)
+
+
+def test_legacy_paths_relative_and_usr_src_app(library):
+    root, rows = library
+    legacy = []
+    for n, r in enumerate(rows):
+        rel = r[1][len("/data/"):]
+        legacy.append((r[0], ("upload/" + rel) if n % 2 else ("/usr/src/app/upload/" + rel), r[2], "sha1", None))
+    res = proof.asset_proof(iter(legacy), root)  # no media_location: both mount points are tried
+    assert (res["matched"], res["orphans"], res["ok"]) == (12, 1, True)
+    # Told the media location is /data, a /usr/src/app/upload path is not explained: unmapped, a failure.
+    res = proof.asset_proof(iter(legacy), root, media_location="/data")
+    assert res["matched"] == 6 and res["unmapped"] == 6 and res["ok"] is False
+    assert "not under /data" in res["examples"]["unmapped"][0]
+
+
+def test_unknown_algorithm_trash_pending_delete_and_bad_checksum(library):
+    root, rows = library
+    extra = [
+        ("a", "/data/upload/x/new.jpg", "\\x00", "blake3", None),
+        ("b", "/data/upload/x/gone.jpg", "\\x" + "00" * 20, "sha1", None, "deleted"),
+        ("c", rows[0][1], "", "sha1", None),
+    ]
+    res = proof.asset_proof(iter(rows + extra), root, media_location="/data")
+    assert res["unknown_algorithm"] == 1 and res["examples"]["unknown_algorithm"] == ["/data/upload/x/new.jpg (blake3)"]
+    assert res["pending_delete"] == 1 and res["missing_in_backup"] == 0
+    assert res["mismatched"] == 1 and "holds no SHA-1" in res["examples"]["mismatched"][0]
+
+
+def test_paths_that_leave_the_media_folder_are_never_read(library, tmp_path):
+    root, rows = library
+    secret = write(str(tmp_path), "secret.txt", b"outside")
+    evil = ("e", "/data/upload/../../secret.txt", sha1(b"outside"), "sha1", None)
+    res = proof.asset_proof(iter(rows + [evil]), root, media_location="/data")
+    assert os.path.exists(secret)
+    assert res["unmapped"] == 1 and res["matched"] == 12
+
+
+def _many(tmp_path, n):
+    root = str(tmp_path / "many")
+    rows = []
+    for i in range(n):
+        rel = "upload/u%d/%02x/f%d.bin" % (i % 3, i % 7, i)
+        data = b"%d" % i
+        write(root, rel, data)
+        rows.append(("asset-%d" % i, "/data/" + rel, b"\x00" * 20, "sha1", None))  # every checksum wrong
+    return root, rows
+
+
+def test_sample_count_is_deterministic_and_independent_of_row_order(tmp_path):
+    root, rows = _many(tmp_path, 60)
+    a = proof.asset_proof(iter(rows), root, sample=10, seed=7, examples=100)
+    b = proof.asset_proof(iter(reversed(rows)), root, sample="10", seed=7, examples=100)
+    c = proof.asset_proof(iter(rows), root, sample=10, seed=8, examples=100)
+    assert a["hashed"] == b["hashed"] == 10 and a["mismatched"] == 10
+    assert sorted(a["examples"]["mismatched"]) == sorted(b["examples"]["mismatched"])
+    assert sorted(a["examples"]["mismatched"]) != sorted(c["examples"]["mismatched"])
+    assert a["not_hashed"] == 50 and a["sample"] == {"mode": "count", "value": 10, "seed": 7}
+
+
+def test_sample_fraction_and_missing_outside_the_sample(tmp_path):
+    root, rows = _many(tmp_path, 200)
+    os.unlink(os.path.join(root, rows[5][1][len("/data/"):]))
+    res = proof.asset_proof(iter(rows), root, sample="25%", seed=1)
+    assert 25 <= res["hashed"] <= 75  # about 50 of 199 present files
+    assert res["missing_in_backup"] == 1  # presence is checked for every asset, sampled or not
+    assert res["hashed"] + res["not_hashed"] + res["missing_in_backup"] == 200
+    again = proof.asset_proof(iter(rows), root, sample=0.25, seed=1)
+    assert again["hashed"] == res["hashed"]
+    assert proof.asset_proof(iter(rows), root, sample=1.0)["hashed"] == 199
+
+
+@pytest.mark.parametrize("bad", [0, -1, 0.0, True, "0"])
+def test_bad_samples_are_refused(tmp_path, bad):
+    with pytest.raises(ValueError):
+        proof.asset_proof(iter([]), str(tmp_path), sample=bad)
+
+
+def test_orphans_with_spilled_runs_equal_an_in_memory_answer(tmp_path):
+    root, rows = _many(tmp_path, 150)
+    rng = random.Random(3)
+    kept = [r for r in rows if rng.random() < 0.7]
+    rng.shuffle(kept)
+    expected = sorted(r[1][len("/data/"):] for r in rows if r not in kept)
+    res = proof.asset_proof(iter(kept), root, sample=1, run_size=7, examples=1000)
+    assert res["orphans"] == len(expected)
+    assert sorted(res["examples"]["orphans"]) == expected
+
+
+def test_path_sorter_orders_by_components_and_drops_duplicates(tmp_path):
+    paths = ["a.jpg", "a/b", "a/a", "a-b/c", "a/b", "b", "a.jpg/x", "a/b/c"]
+    for run in (2, 3, 100):
+        sorter = proof.PathSorter(run_size=run, tmpdir=str(tmp_path))
+        for p in paths:
+            sorter.add(p)
+        got = list(sorter)
+        sorter.close()
+        assert got == ["a/a", "a/b", "a/b/c", "a-b/c", "a.jpg", "a.jpg/x", "b"]
+
+
+def test_walk_order_matches_the_sort(tmp_path):
+    root = str(tmp_path)
+    for rel in ("upload/a.jpg", "upload/a/x", "upload/a-b", "library/z", "upload/a/y/z"):
+        write(root, rel, b"")
+    os.symlink("/etc/hostname", os.path.join(root, "upload", "link"))
+    walked = list(proof.walk_files(root))
+    assert walked == ["library/z", "upload/a/x", "upload/a/y/z", "upload/a-b", "upload/a.jpg"]
+    assert walked == sorted(walked, key=proof.order_key)
+
+
+def test_missing_upload_location_says_what_to_check(tmp_path):
+    with pytest.raises(proof.ProofError, match="UPLOAD_LOCATION .* is not a folder"):
+        proof.asset_proof(iter([]), str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("path,media,want", [
+    ("/data/upload/u/a.jpg", None, "upload/u/a.jpg"),
+    ("/data/upload/u/a.jpg", "/data/", "upload/u/a.jpg"),
+    ("/usr/src/app/upload/library/admin/a.jpg", None, "library/admin/a.jpg"),
+    ("/usr/src/app/upload/library/admin/a.jpg", "/data", None),
+    ("upload/upload/u/a.jpg", "/data", "upload/u/a.jpg"),
+    ("upload/library/admin/2020/a.jpg", None, "library/admin/2020/a.jpg"),
+    ("/srv/photos/a.jpg", "/srv/photos", "a.jpg"),
+    ("/mnt/external/a.jpg", None, None),
+    ("/data/../etc/passwd", None, None),
+    ("/database/upload/a", None, None),
+    ("relative/a.jpg", None, None),
+    ("", None, None),
+])
+def test_media_relpath(path, media, want):
+    assert proof.media_relpath(path, media) == want
+
+
+# -- psql output ----------------------------------------------------------------------------------
+
+ROWS_NUL = (b"id-1\0/data/upload/u/a\tb.jpg\0\\x" + b"ab" * 20 + b"\0sha1\0\0active\0"
+            b"id-2\0/data/upload/u/new\nline.jpg\0\\x" + b"cd" * 20 + b"\0sha1-path\0lib-1\0\0")
+
+
+@pytest.mark.parametrize("step", [1, 2, 7, 1000])
+def test_parse_unaligned_zero_bytes_any_chunking(step):
+    chunks = [ROWS_NUL[i:i + step] for i in range(0, len(ROWS_NUL), step)]
+    rows = list(proof.parse_unaligned(chunks, 6))
+    assert rows == [
+        ["id-1", "/data/upload/u/a\tb.jpg", "\\x" + "ab" * 20, "sha1", "", "active"],
+        ["id-2", "/data/upload/u/new\nline.jpg", "\\x" + "cd" * 20, "sha1-path", "lib-1", ""],
+    ]
+
+
+def test_parse_unaligned_cut_stream_is_an_error():
+    with pytest.raises(proof.ProofError, match="stream was cut"):
+        list(proof.parse_unaligned([ROWS_NUL[:-3]], 6))
+
+
+def test_parse_unaligned_tab_and_newline_separated():
+    out = b"a\t/data/x\t\\x00ff\tsha1\t\t\r\nb\t/data/y\t\\x01\tsha1\tlib\tdeleted\n"
+    rows = list(proof.parse_unaligned([out[:9], out[9:]], 6, field_sep=b"\t", record_sep=b"\n"))
+    assert rows[0] == ["a", "/data/x", "\\x00ff", "sha1", "", ""]
+    assert rows[1][5] == "deleted"
+    with pytest.raises(proof.ProofError, match="3 fields where 6"):
+        list(proof.parse_unaligned([b"a\tb\tc\n"], 6, field_sep=b"\t", record_sep=b"\n"))
+
+
+@pytest.mark.parametrize("text,want", [
+    ("\\x00ff10", b"\x00\xff\x10"), ("00ff", b"\x00\xff"), ("\\x", b""), ("", None), (None, None),
+    (b"\x01\x02", b"\x01\x02"), ("a\\\\b\\001", b"a\\b\x01"),
+])
+def test_parse_bytea(text, want):
+    assert proof.parse_bytea(text) == want
+
+
+@pytest.mark.parametrize("columns,table,algo", [
+    ([("asset", "originalPath"), ("asset", "checksumAlgorithm"), ("asset", "isExternal"), ("asset", "libraryId"),
+      ("asset", "status")], "asset", '"checksumAlgorithm"::text'),
+    ([("assets", "originalPath"), ("assets", "isExternal"), ("assets", "libraryId")], "assets",
+     "CASE WHEN \"isExternal\" THEN 'sha1-path' ELSE 'sha1' END"),
+    ([("assets", "originalPath"), ("assets", "libraryId")], "assets", "NULL::text"),
+])
+def test_rows_sql_for_each_schema(columns, table, algo):
+    schema = proof.asset_schema_from(columns)
+    assert schema["table"] == table
+    sql = proof.asset_rows_sql(schema)
+    assert 'FROM public."%s" ORDER BY "originalPath" COLLATE "C";' % table in sql
+    assert sql.startswith('SELECT id::text, "originalPath", checksum, %s, ' % algo)
+    assert ("status::text" in sql) == (table == "asset")
+
+
+def test_schema_prefers_current_table_and_none_without_assets():
+    both = [("assets", "originalPath"), ("asset", "originalPath"), ("asset", "checksumAlgorithm")]
+    assert proof.asset_schema_from(both)["table"] == "asset"
+    assert proof.asset_schema_from([("album", "originalPath")]) is None
+
+
+def test_rows_argv_is_argv_only_and_keeps_the_password_out():
+    argv = proof.asset_rows_argv("immich_postgres", "postgres", "immich", "SELECT 1;", password="s3cret")
+    assert argv[:5] == ["docker", "exec", "-e", "PGPASSWORD", "immich_postgres"]
+    assert "s3cret" not in " ".join(argv)
+    for flag in ("-A", "-t", "-z", "-0", "ON_ERROR_STOP=1", "SET bytea_output = hex", "SELECT 1;"):
+        assert flag in argv
+    assert "-i" not in argv and "-t" in argv[argv.index("psql"):]
+
+
+class FakeProc:
+    def __init__(self, out, rc=0, err=b""):
+        self.stdout = io.BytesIO(out)
+        self.stderr = io.BytesIO(err)
+        self._rc = rc
+        self.killed = False
+
+    def poll(self):
+        return None
+
+    def kill(self):
+        self.killed = True
+
+    def wait(self):
+        return self._rc
+
+
+SCHEMA = {"table": "asset", "algorithm": True, "is_external": True, "status": True, "library": True}
+
+
+def test_stream_asset_rows_parses_the_producer_output():
+    seen = {}
+
+    def popen(argv, **kw):
+        seen["argv"] = argv
+        return FakeProc(ROWS_NUL)
+
+    rows = list(proof.stream_asset_rows("db", "postgres", "immich", schema=SCHEMA, popen=popen))
+    assert rows[0] == ("id-1", "/data/upload/u/a\tb.jpg", b"\xab" * 20, "sha1", None, "active")
+    assert rows[1][3:] == ("sha1-path", "lib-1", None)
+    assert seen["argv"][-1].startswith("SELECT id::text")
+
+
+def test_stream_asset_rows_failure_names_the_database():
+    def popen(argv, **kw):
+        return FakeProc(b"", rc=2, err=b'psql: error: FATAL:  database "immich" does not exist\n')
+
+    with pytest.raises(proof.ProofError, match='database immich in db failed .*does not exist.*Nothing was proven'):
+        list(proof.stream_asset_rows("db", "postgres", "immich", schema=SCHEMA, popen=popen))
+
+
+def test_rows_from_the_producer_feed_the_proof(library):
+    root, rows = library
+    out = b"".join(b"\0".join([r[0].encode(), r[1].encode(), r[2].encode(), b"sha1", b"", b"active"]) + b"\0" for r in rows)
+    res = proof.asset_proof(proof.stream_asset_rows("db", "u", "d", schema=SCHEMA, popen=lambda a, **k: FakeProc(out)),
+                            root, media_location="/data")
+    assert (res["matched"], res["ok"]) == (12, True)
+
+
+# -- boot proof -------------------------------------------------------------------------------------
+
+def test_admin_check():
+    assert proof.admin_check(1) == {"name": "admin exists", "ok": True, "detail": "1 admin user", "skipped": False}
+    failed = proof.admin_check("0")
+    assert failed["ok"] is False and "no admin user" in failed["detail"]
+    assert proof.admin_sql() == 'SELECT count(*) FROM public."user" WHERE "isAdmin" AND "deletedAt" IS NULL;'
+    assert '"users"' in proof.admin_sql("users")
+
+
+@pytest.mark.parametrize("value,cleared,ok,finding", [
+    (None, False, True, "none"),
+    ('{"isMaintenanceMode": false}', False, True, "none"),
+    ('{"isMaintenanceMode": true, "secret": "x"}', False, False, "to clear"),
+    ({"isMaintenanceMode": True}, True, True, "cleared"),
+    ("not json", False, True, "none"),
+])
+def test_maintenance_check(value, cleared, ok, finding):
+    res = proof.maintenance_check(value, cleared=cleared)
+    assert (res["ok"], res["finding"]) == (ok, finding)
+    if finding != "none":
+        assert res["sql"] == proof.CLEAR_MAINTENANCE_SQL
+        assert "maintenance mode" in res["detail"]
+    if finding == "to clear":
+        assert proof.CLEAR_MAINTENANCE_SQL in res["detail"] and "restart immich-server" in res["detail"]
+
+
+def test_schema_drift_log():
+    clean = "[Nest] 7  - LOG [Api:DatabaseService] No schema drift detected\n"
+    assert proof.schema_drift_log_check(clean)["ok"] is True
+    log = clean + "[Nest] 7  - WARN [Microservices:DatabaseService] Detected schema drift (2 items)\n"
+    res = proof.schema_drift_log_check(log)
+    assert res["ok"] is False and "1 time since its start" in res["detail"] and "Detected schema drift (2 items)" in res["detail"]
+
+
+def test_schema_check_verdict():
+    good = "Migrations are up to date\n\nNo schema drift detected\n"
+    assert proof.schema_check_verdict(good)["ok"] is True
+    drift = ("Migrations are up to date\n\nDetected schema drift\n  - ColumnMissing: asset.checksumAlgorithm\n\n"
+             "```sql\nALTER TABLE ...\n```\n")
+    res = proof.schema_check_verdict(drift)
+    assert res["ok"] is False and "ColumnMissing: asset.checksumAlgorithm" in res["detail"]
+    pending = "Migration issues detected:\n  - 1760000000000-X exists on disk, but has not been applied to the database\n\nNo schema drift detected\n"
+    assert "has not been applied" in proof.schema_check_verdict(pending)["detail"]
+    assert proof.schema_check_verdict(good, rc=1)["ok"] is False
+    skipped = proof.schema_check_verdict("", available=False)
+    assert skipped["skipped"] is True and skipped["ok"] is True
