@@ -91,6 +91,16 @@ def split_columns(text):
     return [unquote(m.group(0)) for m in re.finditer(_IDENT, text)]
 
 
+def type_provider(schema, ext_schemas):
+    """The extension behind ``<schema>.vector``: the one the dump created in that schema
+    (``ext_schemas``: extension -> schema), else pgvector for public (and unqualified), pgvecto.rs
+    for its own ``vectors`` schema (very old pgvecto.rs installs lived in public)."""
+    for ext in ("vectors", "vector"):
+        if ext_schemas.get(ext) == schema:
+            return ext
+    return "vectors" if schema == "vectors" else "vector"
+
+
 # -- the SQL lexer -------------------------------------------------------------------------------
 
 _TOP = re.compile(rb"""--|/\*|;|(?<![A-Za-z0-9_$])[Ee]'|'|"|(?<![A-Za-z0-9_$])\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$""")
@@ -183,6 +193,7 @@ class DumpWalker:
     """
 
     BUFFERED = _BUFFERED
+    EMIT = True  # False: only look (a scanner), return nothing and copy nothing
 
     def __init__(self):
         self.lexer = SqlLexer()
@@ -232,10 +243,12 @@ class DumpWalker:
                     end = self._end_of_copy(data, pos)
                     if end < 0:
                         self.line_no += data.count(b"\n", pos)
-                        out.append(data[pos:] if pos else data)
+                        if self.EMIT:
+                            out.append(data[pos:] if pos else data)
                         return b"".join(out)
                     self.line_no += data.count(b"\n", pos, end)
-                    out.append(data[pos:end])
+                    if self.EMIT:
+                        out.append(data[pos:end])
                     self._in_copy = False
                     pos = end
                     continue
@@ -253,7 +266,9 @@ class DumpWalker:
             line = data[pos:] if nl < 0 else data[pos:nl + 1]
             pos = size if nl < 0 else nl + 1
             self.line_no += 1
-            out.append(self._line(line))
+            emitted = self._line(line)
+            if self.EMIT:
+                out.append(emitted)
         return b"".join(out)
 
     @staticmethod
@@ -337,12 +352,7 @@ class VectorPortable(DumpWalker):
         return extension in VECTOR_EXTENSIONS and extension not in self.available
 
     def _type_provider(self, schema):
-        """The extension behind ``<schema>.vector``: the one the dump created in that schema, else
-        pgvector for public (and unqualified), pgvecto.rs for its own ``vectors`` schema."""
-        for ext in ("vectors", "vector"):
-            if self.ext_schemas.get(ext) == schema:
-                return ext
-        return "vectors" if schema == "vectors" else "vector"
+        return type_provider(schema, self.ext_schemas)
 
     def _statement(self, first_line, data):
         m = _EXTENSION_STMT.match(first_line)

@@ -294,8 +294,9 @@ def embedding(rng, dims, sep=","):
 
 
 def immich_v2_dump(rows=3, dims=512, seed=1):
-    """The shape of an Immich v2 database dump (pg_dump 16.10 of a VectorChord instance: vchord +
-    vector, embeddings public.vector(512), vchordrq indexes whose options span several lines)."""
+    """The shape of an Immich v2 database dump (pg_dump 16.10 of a VectorChord instance: vector, then
+    vchord that depends on it, embeddings public.vector(512), vchordrq indexes whose reloptions span
+    several lines as Immich's vectorIndexQuery writes them)."""
     rng = random.Random(seed)
     smart = "".join("%08x-0000-4000-8000-%012x\t%s\n" % (n, n, embedding(rng, dims)) for n in range(rows))
     faces = "".join("%08x-0000-4000-9000-%012x\t%s\n" % (n, n, embedding(rng, 512)) for n in range(rows))
@@ -329,20 +330,6 @@ DROP EXTENSION IF EXISTS vector;
 DROP EXTENSION IF EXISTS vchord;
 DROP EXTENSION IF EXISTS "uuid-ossp";
 --
--- Name: vchord; Type: EXTENSION; Schema: -; Owner: -
---
-
-CREATE EXTENSION IF NOT EXISTS vchord WITH SCHEMA public;
-
-
---
--- Name: EXTENSION vchord; Type: COMMENT; Schema: -; Owner:~
---
-
-COMMENT ON EXTENSION vchord IS 'vchord: Vector database plugin for Postgres, written in Rust, specifically designed for LLM';
-
-
---
 -- Name: uuid-ossp; Type: EXTENSION; Schema: -; Owner: -
 --
 
@@ -361,6 +348,20 @@ CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public;
 --
 
 COMMENT ON EXTENSION vector IS 'vector data type and ivfflat and hnsw access methods';
+
+
+--
+-- Name: vchord; Type: EXTENSION; Schema: -; Owner: -
+--
+
+CREATE EXTENSION IF NOT EXISTS vchord WITH SCHEMA public;
+
+
+--
+-- Name: EXTENSION vchord; Type: COMMENT; Schema: -; Owner:~
+--
+
+COMMENT ON EXTENSION vchord IS 'vchord: Vector database plugin for Postgres, written in Rust, specifically designed for LLM';
 
 
 --
@@ -668,7 +669,7 @@ def test_vchord_dump_made_neutral():
     data = immich_v2_dump(rows=5)
     out, t = run(data, sizes=[8192], neutral=True)
     c = t.counts()
-    assert c["extensions"] == ["vchord", "vector"] and c["statements"] == 2
+    assert c["extensions"] == ["vector", "vchord"] and c["statements"] == 2
     assert c["columns"] == ["face_search.embedding", "smart_search.embedding"]
     assert c["dimensions"] == {"face_search.embedding": 512, "smart_search.embedding": 512}
     assert c["rows"] == {"face_search": 5, "smart_search": 5}
