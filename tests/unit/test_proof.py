@@ -396,3 +396,18 @@ def test_schema_check_verdict():
     assert proof.schema_check_verdict(good, rc=1)["ok"] is False
     skipped = proof.schema_check_verdict("", available=False)
     assert skipped["skipped"] is True and skipped["ok"] is True
+
+
+def test_a_failing_row_source_stops_the_proof_and_its_threads(library):
+    import threading  # noqa: PLC0415
+
+    root, rows = library
+
+    def source():
+        yield from rows[:5]
+        raise proof.ProofError("psql output ended inside a row")
+
+    before = threading.active_count()
+    with pytest.raises(proof.ProofError, match="ended inside a row"):
+        proof.asset_proof(source(), root, media_location="/data", workers=2)
+    assert threading.active_count() == before
