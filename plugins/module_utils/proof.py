@@ -518,12 +518,13 @@ def asset_proof(rows, upload_location, media_location=None, *, sample=None, seed
     reported, not failed: a backup that dumps first and copies second may hold files the dump's
     snapshot has not seen yet).
     """
-    started = time.time()
+    started = time.monotonic()
     if not os.path.isdir(upload_location):
         raise ProofError("UPLOAD_LOCATION %s is not a folder on this host: nothing to prove the originals against. "
                          "Check the instance's .env (UPLOAD_LOCATION) and that the restore copied the originals."
                          % upload_location)
     mode, amount = _sample_mode(sample)
+    base = upload_location.rstrip("/") + "/"
     report = _Report(examples)
     sorter = walker = None
     chosen = []  # count mode: heap of (-key, n, item), the `amount` smallest keys
@@ -572,7 +573,7 @@ def asset_proof(rows, upload_location, media_location=None, *, sample=None, seed
             if rel is None:
                 report.note("unmapped", original, "not under %s" % (media_location or " or ".join(MEDIA_LOCATIONS)))
                 continue
-            full = os.path.join(upload_location, rel)
+            full = base + rel
             if status == "deleted":
                 # Trash emptied, file deletion queued in Immich: its file may already be gone.
                 report.note("pending_delete", original)
@@ -616,7 +617,7 @@ def asset_proof(rows, upload_location, media_location=None, *, sample=None, seed
     result = {"assets": total, "hashed": report.hashed, "bytes_hashed": report.bytes_hashed,
               "examples": dict((k, v) for k, v in report.examples.items() if v and k != "matched"),
               "sample": {"mode": mode, "value": amount, "seed": seed if mode != "all" else None},
-              "seconds": round(time.time() - started, 3)}
+              "seconds": round(time.monotonic() - started, 3)}
     result.update(report.counts)
     result["ok"] = not any(report.counts[k] for k in FAILING)
     result["detail"] = summarize(result)
@@ -630,6 +631,7 @@ class _BackgroundWalk:
     def __init__(self, top, folders, tmpdir=None):
         self._fh = tempfile.TemporaryFile(dir=tmpdir)
         self._error = None
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(top, folders), daemon=True)
         self._thread.start()
 
@@ -638,6 +640,8 @@ class _BackgroundWalk:
         size = 0
         try:
             for rel in walk_files(top, folders):
+                if self._stop.is_set():
+                    return
                 item = rel.encode("utf-8", "surrogateescape") + b"\0"
                 out.append(item)
                 size += len(item)
@@ -656,6 +660,7 @@ class _BackgroundWalk:
         return PathSorter._read_run(self._fh)
 
     def close(self):
+        self._stop.set()  # after files() the walk is over; on an error this ends it early
         self._thread.join()
         self._fh.close()
 
@@ -664,6 +669,7 @@ def _orphans(sorter, walked, report, ignored_suffixes):
     """Files under the original folders that no row names: a merge of two sorted streams."""
     known = iter(sorter)
     want = next(known, None)
+    ignored = tuple(ignored_suffixes)
     for rel in walked:
         name = rel.rsplit("/", 1)[-1]
         key = order_key(rel)
@@ -671,7 +677,7 @@ def _orphans(sorter, walked, report, ignored_suffixes):
             want = next(known, None)
         if want == rel:
             continue
-        if name == MARKER or name.endswith(tuple(ignored_suffixes)):
+        if name == MARKER or (ignored and name.endswith(ignored)):
             continue
         report.note("orphans", rel)
 
@@ -801,3 +807,35 @@ def schema_check_verdict(output, rc=0, available=True):
                  "schema-check (exit %s) did not confirm the schema: %s. The restored database does not match this "
                  "Immich release; restore a dump of the same release or run the release the dump came from."
                  % (rc, " | ".join(problems[:6])[:600] or "no output"))
+
+
+BOOT_TABLES_SQL = "SELECT to_regclass('public.\"user\"') IS NOT NULL, to_regclass('public.users') IS NOT NULL;"
+
+
+def read_boot_facts(container, user, database, password=None, query=None):
+    """What the boot checks need from the restored database: {"admins": n, "maintenance": jsonb text or None}.
+
+    ``query`` replaces docker_exec.query (tests). Works on both table namings (``"user"`` / ``users``).
+    """
+    query = query or dx.query
+    has_user, has_users = (query(container, user, database, BOOT_TABLES_SQL, password) or [["f", "f"]])[0][:2]
+    table = "user" if has_user == "t" else "users" if has_users == "t" else None
+    if table is None:
+        raise ProofError("Database %s in %s has no user table (neither \"user\" nor users): the restore left no Immich "
+                         "schema behind. Check the restore's psql output, then restore again." % (database, container))
+    admins = int(query(container, user, database, admin_sql(table), password)[0][0])
+    rows = query(container, user, database, MAINTENANCE_SQL, password)
+    return {"admins": admins, "maintenance": rows[0][0] if rows and rows[0] else None, "user_table": table}
+
+
+def boot_proof(admins, maintenance, log_text=None, schema_check=None, cleared=False):
+    """The boot checks in one list: admin, maintenance mode, schema drift in the log (when a log is
+    given) and schema-check (``schema_check``: (output, rc) or None when the image has no such command)."""
+    checks = [admin_check(admins), maintenance_check(maintenance, cleared=cleared)]
+    if log_text is not None:
+        checks.append(schema_drift_log_check(log_text))
+    if schema_check is None:
+        checks.append(schema_check_verdict("", available=False))
+    else:
+        checks.append(schema_check_verdict(schema_check[0], rc=schema_check[1]))
+    return checks

@@ -411,3 +411,30 @@ def test_a_failing_row_source_stops_the_proof_and_its_threads(library):
     with pytest.raises(proof.ProofError, match="ended inside a row"):
         proof.asset_proof(source(), root, media_location="/data", workers=2)
     assert threading.active_count() == before
+
+
+def test_read_boot_facts_for_both_namings():
+    def fake(tables):
+        def query(container, user, database, sql, password):
+            if sql == proof.BOOT_TABLES_SQL:
+                return [tables]
+            if sql.startswith("SELECT count(*)"):
+                assert ('"users"' in sql) == (tables == ["f", "t"])
+                return [["2"]]
+            return [['{"isMaintenanceMode": true, "secret": "s"}']]
+        return query
+
+    facts = proof.read_boot_facts("db", "postgres", "immich", query=fake(["t", "f"]))
+    assert facts == {"admins": 2, "maintenance": '{"isMaintenanceMode": true, "secret": "s"}', "user_table": "user"}
+    assert proof.read_boot_facts("db", "postgres", "immich", query=fake(["f", "t"]))["user_table"] == "users"
+    with pytest.raises(proof.ProofError, match="no user table"):
+        proof.read_boot_facts("db", "postgres", "immich", query=fake(["f", "f"]))
+
+
+def test_boot_proof_lists_every_check():
+    checks = proof.boot_proof(0, '{"isMaintenanceMode": true}', log_text="Detected schema drift\n",
+                              schema_check=("Migrations are up to date\n\nNo schema drift detected\n", 0))
+    assert [(c["name"], c["ok"]) for c in checks] == [
+        ("admin exists", False), ("not in maintenance mode", False), ("no schema drift logged", False),
+        ("immich-admin schema-check", True)]
+    assert proof.boot_proof(1, None)[-1]["skipped"] is True
