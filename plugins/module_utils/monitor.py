@@ -22,10 +22,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from urllib.request import Request, build_opener
 
-try:
-    from ansible_collections.homelab.immich.plugins.module_utils import manifest
-except ImportError:  # run as a script (cron / Nagios) from a folder holding manifest.py
-    import manifest
+from ansible_collections.homelab.immich.plugins.module_utils import retention, sets
 
 EVENTS = ("start", "success", "failure")
 STYLES = ("healthchecks", "uptime_kuma", "ntfy")
@@ -156,17 +153,9 @@ def warning_for(result):
 def verified_sets(instance_dir):
     """Promoted, verified sets under `<target>/<instance>` as [(set id, epoch, set.json)], oldest first.
 
-    The set layout and what "verified" means are manifest.py's; `.partial-*` folders are never sets.
+    The set layout and what a good set is are sets.py's; `.partial-*` folders are never sets.
     """
-    found = []
-    for sid in manifest.list_sets(instance_dir):
-        path = os.path.join(instance_dir, sid)
-        if os.path.islink(path):
-            continue
-        data = manifest.read_set_json(path)
-        if data and data.get("status") == "verified":
-            found.append((sid, manifest.set_time(sid), data))
-    return found
+    return [(sid, retention.set_time(sid), info) for sid, good, info in sets.entries(instance_dir) if good]
 
 
 def newest_dumper_dump(db_dumps_dir):
@@ -207,7 +196,7 @@ def freshness(target, instance=None, warn_hours=26.0, crit_hours=50.0, *, now=No
         if sets:
             name, newest_epoch, data = sets[-1]
             path = os.path.join(where, name)
-            size = data.get("bytes") or (data.get("verification") or {}).get("bytes")
+            size = (data.get("files_bytes") or 0) + (data.get("dump_bytes") or 0)
             res.update(newest=name, count=len(sets), size_bytes=size, set_info=data)
     if not os.path.isdir(where):
         res["line"] = "BACKUP UNKNOWN - %s is not a readable folder" % where

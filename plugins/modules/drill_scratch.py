@@ -15,9 +15,10 @@ description:
   - O(state=present) writes an isolated copy of a production compose project into O(scratch_dir) - its
     own project name, container names, network, named volumes, folders and a free port on 127.0.0.1 -
     without starting anything. The production project is only read (C(docker compose config)).
-  - O(state=verify) checks a restored scratch instance against a backup set - row counts against the
-    dump manifest, sha256 of all originals (or a sample) against C(files.manifest.tsv), no missing
-    file, ping - and returns the RPO (age of the set).
+  - O(state=verify) checks a restored scratch instance against a backup set - the rows the restore loaded against
+    the dump manifest, the files it copied, the files against C(files.manifest.tsv) after the server started (folder
+    markers by presence, since Immich rewrites them at every boot), every file the database references on disk,
+    ping - and returns the RPO (age of the set).
   - O(state=absent) tears the scratch project down (C(down -v)), removes its folder and reports leftovers.
 options:
   state:
@@ -50,9 +51,13 @@ options:
         C(db_dumps/last/*-latest.sql.gz)); the file checks are skipped and the RPO is the dump's age.
     type: path
   sample:
-    description: Number of originals whose sha256 is checked; 0 checks all of them.
+    description: Number of files whose sha256 is checked again after the scratch server started; 0 checks all of them.
     type: int
     default: 0
+  restore:
+    description: The result the restore role recorded (C(immich_restore_result)), for the checks of what it loaded and copied.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -103,7 +108,6 @@ leftovers:
 
 import json
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -111,7 +115,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
-from ansible_collections.homelab.immich.plugins.module_utils import compose, manifest
+from ansible_collections.homelab.immich.plugins.module_utils import compose, file_manifest, guards, immich, retention, sets
 from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
 
 
@@ -217,44 +221,51 @@ def present(module, p):
 
 
 def verify(module, p):
+    """Checks of a restored scratch instance, each {name, ok, detail}: the database the restore loaded, the
+    files against the set's manifest (markers by presence: the scratch server rewrote them when it booted),
+    every file the database references on disk, and the server's answer."""
     inst = compose.discover_instance(project_dir=p["scratch_dir"])
-    set_dir = p["set_dir"]
+    restore = p["restore"] or {}
     checks = []
-    if not set_dir:
-        return verify_dump_only(module, p, inst)
 
     def check(name, ok, detail):
         checks.append({"name": name, "ok": bool(ok), "detail": detail})
 
-    info = manifest.read_set_json(set_dir) or {}
+    if not p["set_dir"]:
+        return verify_dump_only(module, p, inst, restore)
+    info = sets.read_info(p["set_dir"]) or {}
+    db = restore.get("db") or {}
     want_rows = info.get("rows_by_table") or {}
+    got_rows = db.get("rows_by_table") or {}
+    diff = sorted(t for t in set(want_rows) | set(got_rows) if want_rows.get(t) != got_rows.get(t))
+    check("database rows", want_rows and not diff,
+          "%d tables, %d rows loaded, equal to the set's manifest" % (len(want_rows), sum(want_rows.values()))
+          if want_rows and not diff else ("differ from the manifest: %s" % ", ".join(
+              "%s %s!=%s" % (t, got_rows.get(t), want_rows.get(t)) for t in diff[:10]) if want_rows
+              else "the set records no row counts"))
+    files = restore.get("files") or {}
+    check("files restored and verified", files.get("files") == info.get("files") and not files.get("mismatched"),
+          "%s of %s files copied, each against its sha256" % (files.get("files"), info.get("files")))
+    report = file_manifest.verify(inst["upload_location"], os.path.join(p["set_dir"], file_manifest.NAME),
+                                  deep=p["sample"] <= 0, sample=p["sample"] if p["sample"] > 0 else None,
+                                  markers="presence", allow_extra=True)
+    check("files equal the set after the server started", report.ok,
+          "%d files, %d hashed, folder markers present (their content is the server's)" % (report.files, report.hashed)
+          if report.ok else "; ".join(report.problems()))
     try:
-        got_rows = dx.row_counts(inst["db_container"], inst["db_user"], inst["db_name"])
-        diff = sorted(t for t in set(want_rows) | set(got_rows) if want_rows.get(t) != got_rows.get(t))
-        check("row counts", want_rows and not diff,
-              "%d tables match the manifest" % len(want_rows) if want_rows and not diff else
-              "differ from the manifest: %s" % ", ".join("%s %s!=%s" % (t, got_rows.get(t), want_rows.get(t)) for t in diff[:10])
-              if want_rows else "the set records no row counts")
-    except dx.DockerError as exc:
-        check("row counts", False, str(exc))
-    files_dir = inst["upload_location"]
-    entries = list(manifest.read_manifest(os.path.join(set_dir, manifest.FILES_MANIFEST)))
-    missing = [e[0] for e in entries if not os.path.isfile(os.path.join(files_dir, e[0]))]
-    check("no missing files", not missing, "%d of %d files missing%s" % (
-        len(missing), len(entries), (": " + ", ".join(missing[:5])) if missing else ""))
-    present_entries = [e for e in entries if e[0] not in set(missing)]
-    sample = present_entries if p["sample"] <= 0 else random.sample(present_entries, min(p["sample"], len(present_entries)))
-    bad = [e[0] for e in sample if manifest.sha256_file(os.path.join(files_dir, e[0])) != e[3]]
-    check("sha256 of originals", not bad, "%d of %d checked files differ%s" % (
-        len(bad), len(sample), (": " + ", ".join(bad[:5])) if bad else ""))
+        cov = guards.coverage(inst, inst["upload_location"], info.get("folders") or list(immich.DEFAULT_BACKUP_FOLDERS))
+        check("every file the database references is on disk", cov["ok"],
+              "%d of %d present%s" % (cov["present"], cov["referenced"],
+                                      "" if cov["ok"] else ": missing " + ", ".join(cov["missing_examples"][:5])))
+    except guards.CoverageError as exc:
+        check("every file the database references is on disk", False, str(exc))
     pong = _ping(inst)
-    check("ping", pong == "pong", "server answered %r" % pong)
-    sid = os.path.basename(os.path.normpath(set_dir))
-    rpo = time.time() - manifest.set_time(sid) if manifest.SET_ID_RE.match(sid) else None
+    check("server answers", pong == "pong", "GET /api/server/ping answered %r" % pong)
+    sid = os.path.basename(os.path.normpath(p["set_dir"]))
+    rpo = time.time() - retention.set_time(sid) if sets.SET_ID_RE.match(sid) else None
     failed = [c for c in checks if not c["ok"]]
-    module.exit_json(changed=False, ok=not failed, checks=checks, rpo_seconds=rpo, files_checked=len(sample),
-                     files_total=len(entries), rows_by_table=want_rows,
-                     problems=["%s: %s" % (c["name"], c["detail"]) for c in failed])
+    module.exit_json(changed=False, ok=not failed, checks=checks, rpo_seconds=rpo, files_checked=report.hashed,
+                     files_total=report.files, problems=["%s: %s" % (c["name"], c["detail"]) for c in failed])
 
 
 def _ping(inst):
@@ -267,23 +278,18 @@ def _ping(inst):
         return str(exc)
 
 
-def verify_dump_only(module, p, inst):
+def verify_dump_only(module, p, inst, restore):
     """A drill of one dump (no set): the database loaded with tables and assets, and the server answers."""
-    checks = []
-    try:
-        rows = dx.row_counts(inst["db_container"], inst["db_user"], inst["db_name"])
-        ok = len(rows) > 0 and rows.get("asset", 0) > 0
-        checks.append({"name": "row counts", "ok": ok, "detail": "%d tables restored, %s assets (no manifest with a dumper's dump)"
-                       % (len(rows), rows.get("asset"))})
-    except dx.DockerError as exc:
-        rows = {}
-        checks.append({"name": "row counts", "ok": False, "detail": str(exc)})
+    rows = (restore.get("db") or {}).get("rows_by_table") or {}
+    assets = rows.get("asset", rows.get("assets", 0))
+    checks = [{"name": "database rows", "ok": bool(rows) and assets > 0,
+               "detail": "%d tables restored, %s assets (a dumper's dump has no manifest to compare with)" % (len(rows), assets)}]
     pong = _ping(inst)
-    checks.append({"name": "ping", "ok": pong == "pong", "detail": "server answered %r" % pong})
+    checks.append({"name": "server answers", "ok": pong == "pong", "detail": "GET /api/server/ping answered %r" % pong})
     rpo = time.time() - os.stat(p["dump_file"]).st_mtime
     failed = [c for c in checks if not c["ok"]]
     module.exit_json(changed=False, ok=not failed, checks=checks, rpo_seconds=rpo, files_checked=0, files_total=0,
-                     rows_by_table=rows, problems=["%s: %s" % (c["name"], c["detail"]) for c in failed])
+                     problems=["%s: %s" % (c["name"], c["detail"]) for c in failed])
 
 
 def absent(module, p):
@@ -294,7 +300,7 @@ def absent(module, p):
         with open(path) as fh:
             fh.readline()
             project = json.load(fh).get("name")
-        subprocess.run(["docker", "compose", "--project-directory", scratch, "-f", path, "down", "-v",
+        subprocess.run([dx.DOCKER, "compose", "--project-directory", scratch, "-f", path, "down", "-v",
                         "--remove-orphans", "--timeout", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     existed = os.path.exists(scratch)
     if existed:
@@ -303,7 +309,7 @@ def absent(module, p):
     if project:
         label = "label=com.docker.compose.project=%s" % project
         for kind in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
-            rc, out, _err = dx.run(["docker"] + kind + ["-q", "--filter", label])
+            rc, out, _err = dx.run([dx.DOCKER] + kind + ["-q", "--filter", label])
             leftovers += ["%s %s" % (kind[0], x) for x in out.split()]
     if os.path.exists(scratch):
         leftovers.append("folder %s" % scratch)
@@ -320,11 +326,12 @@ def main():
         "set_dir": {"type": "path"},
         "dump_file": {"type": "path"},
         "sample": {"type": "int", "default": 0},
+        "restore": {"type": "dict", "default": {}},
     }, required_if=[("state", "present", ("project_dir",)), ("state", "verify", ("set_dir", "dump_file"), True)])
     p = module.params
     try:
         {"present": present, "verify": verify, "absent": absent}[p["state"]](module, p)
-    except (compose.DiscoveryError, manifest.SetError, ValueError, OSError) as exc:
+    except (compose.DiscoveryError, sets.SetError, file_manifest.ManifestError, ValueError, OSError) as exc:
         module.fail_json(msg="Drill %s failed: %s" % (p["state"], exc))
 
 

@@ -94,7 +94,7 @@ originals:
   contains:
     assets: {description: Rows of the asset table., type: int}
     missing_originals: {description: Assets whose original file is not on disk., type: int}
-    missing_examples: {description: Up to 20 missing paths., type: list, elements: str}
+    missing_examples: {description: Up to 10 missing paths., type: list, elements: str}
     external_assets: {description: Assets outside the media location (external libraries; not checked)., type: int}
 instance:
   description: The instance, as every role of the collection consumes it.
@@ -115,34 +115,24 @@ instance:
     upload_location: {description: Host folder of UPLOAD_LOCATION., type: str}
     media_location: {description: Where the server sees UPLOAD_LOCATION (C(/data) or C(/usr/src/app/upload))., type: str}
     server_url: {description: "URL of the server's published port (for C(/api/server/ping)); null when not published.", type: str}
+    compose_argv: {description: "The argv prefix of compose commands on this instance (C(docker compose --project-directory ... --file=...)).",
+                   type: list, elements: str}
     db_running: {description: Whether the database container is running., type: bool}
     server_running: {description: Whether the server container is running., type: bool}
+    postgres_version: {description: "Version of the running database server (null when it is not running).", type: str}
+    pg_major: {description: "Major version of the running database server (null when it is not running).", type: int}
   sample:
     project_name: immich
     db_container: immich_postgres
     upload_location: /opt/immich/library
 """
 
-import subprocess
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.homelab.immich.plugins.module_utils.compose import (
-    DiscoveryError,
-    check_originals,
-    discover_instance,
-    reset_guard,
-)
+from ansible_collections.homelab.immich.plugins.module_utils import docker_exec, dump_format, guards, immich
+from ansible_collections.homelab.immich.plugins.module_utils.compose import DiscoveryError, discover_instance
 
 OVERRIDE_KEYS = ("upload_location", "db_data_location", "db_user", "db_name", "db_container", "server_container",
                  "db_service", "server_service", "media_location", "project_name", "server_url")
-
-
-def _running(container):
-    if not container:
-        return False
-    res = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
-    return res.returncode == 0 and res.stdout.strip() == b"true"
 
 
 def main():
@@ -170,17 +160,27 @@ def main():
         inst = discover_instance(p["project_dir"], p["project_name"], p["compose_files"], overrides)
     except DiscoveryError as exc:
         module.fail_json(msg=str(exc))
-    inst["db_running"] = _running(inst["db_container"])
-    inst["server_running"] = _running(inst["server_container"])
+    inst["db_running"] = docker_exec.running(inst["db_container"])
+    inst["server_running"] = docker_exec.running(inst["server_container"])
+    inst["postgres_version"] = None
+    if inst["db_running"]:
+        try:
+            inst["postgres_version"] = docker_exec.server_version(inst["db_container"], inst["db_user"], "postgres")
+        except docker_exec.DockerError as exc:
+            module.warn("Cannot ask the database %s for its version: %s" % (inst["db_container"], exc))
+    inst["pg_major"] = dump_format.major_of(inst["postgres_version"])
     result = dict(changed=False, instance=inst)
     if p["reset_guard_path"] or p["check_reset"]:
-        result["reset_refusals"] = reset_guard(inst, p["reset_guard_path"] or inst["db_data_location"],
-                                               p["allow_outside_project"])
+        result["reset_refusals"] = guards.reset_guard(inst, p["reset_guard_path"] or inst["db_data_location"],
+                                                      p["allow_outside_project"])
     if p["check_originals"]:
         try:
-            result["originals"] = check_originals(inst)
-        except DiscoveryError as exc:
+            cov = guards.coverage(inst, inst["upload_location"], immich.ORIGINAL_FOLDERS)
+        except guards.CoverageError as exc:
             module.fail_json(msg=str(exc), **result)
+        result["originals"] = {"assets": cov["by_kind"].get("original", {}).get("referenced", 0) + cov["external"],
+                               "missing_originals": cov["missing"], "missing_examples": cov["missing_examples"],
+                               "external_assets": cov["external"], "coverage": cov}
     for warning in inst.pop("warnings", []):
         module.warn(warning)
     module.exit_json(**result)

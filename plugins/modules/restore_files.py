@@ -1,0 +1,150 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: restore_files
+short_description: Copy a backup set's files back into UPLOAD_LOCATION, verified as they are copied
+version_added: 0.1.0
+description:
+  - Copies every file of the set's file manifest from C(<set>/files/) into O(dest), comparing each file's sha256 with
+    the manifest while it is copied (one read; a mismatch fails the module and the file is not put in place).
+  - Then makes sure all six media folders Immich checks at boot exist with their C(.immich) marker (a restored
+    database carries the mount-check flags of the instance it came from, so a missing folder or marker stops
+    the server from starting).
+  - Files already in O(dest) are replaced by the set's copy; files in O(dest) that the set does not hold are left alone.
+author: homelab.immich developers (@homelab)
+extends_documentation_fragment:
+  - homelab.immich.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Counts what would be copied; writes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Every run copies the set's files again (they are verified as they are copied).
+options:
+  set_dir:
+    description: The backup set (C(<target>/<instance>/<set id>)). Without it only the media folders and markers are made.
+    type: path
+  dest:
+    description: UPLOAD_LOCATION of the instance (the host folder the server mounts at its media location).
+    type: path
+    required: true
+  folders:
+    description: Only these media folders of the set (all the set holds when not given).
+    type: list
+    elements: str
+  dir_mode:
+    description: Mode of the folders created.
+    type: str
+    default: "0755"
+  file_mode:
+    description: Mode of the files written.
+    type: str
+    default: "0644"
+"""
+
+EXAMPLES = r"""
+- name: Put the originals and thumbnails back
+  homelab.immich.restore_files:
+    set_dir: /mnt/backup/immich/immich/20261201T023000Z
+    dest: /opt/immich/library
+"""
+
+RETURN = r"""
+files:
+  description: Files copied (and verified) into O(dest).
+  returned: always
+  type: int
+bytes:
+  description: Bytes copied.
+  returned: always
+  type: int
+seconds:
+  description: Duration of the copy.
+  returned: always
+  type: float
+markers_created:
+  description: Media folders that had no C(.immich) marker and got one.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.homelab.immich.plugins.module_utils import file_copy, file_manifest, immich
+
+
+def ensure_markers(dest, dir_mode, check_mode):
+    """The six media folders with a `.immich` marker each (the server rewrites markers at boot)."""
+    created = []
+    for folder in immich.MEDIA_FOLDERS:
+        marker = os.path.join(dest, folder, immich.MARKER)
+        if os.path.exists(marker):
+            continue
+        created.append(folder)
+        if check_mode:
+            continue
+        os.makedirs(os.path.join(dest, folder), mode=dir_mode, exist_ok=True)
+        with open(marker, "w") as fh:
+            fh.write("")
+        os.chmod(marker, 0o644)
+    return created
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            set_dir=dict(type="path"),
+            dest=dict(type="path", required=True),
+            folders=dict(type="list", elements="str"),
+            dir_mode=dict(type="str", default="0755"),
+            file_mode=dict(type="str", default="0644"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    dir_mode, file_mode = int(p["dir_mode"], 8), int(p["file_mode"], 8)
+    if not p["set_dir"]:
+        markers = ensure_markers(p["dest"], dir_mode, module.check_mode)
+        module.exit_json(changed=bool(markers), files=0, bytes=0, seconds=0.0, markers_created=markers,
+                         msg="Media folders and markers in place (%s created)." % (", ".join(markers) or "none"))
+    manifest = os.path.join(p["set_dir"], file_manifest.NAME)
+    if not os.path.exists(manifest):
+        module.fail_json(msg="%s is not a backup set (no %s). Nothing was copied." % (p["set_dir"], file_manifest.NAME))
+    only = set(p["folders"]) if p["folders"] else None
+    if module.check_mode:
+        files = sum(1 for e in file_manifest.read(manifest) if only is None or immich.folder_of(e.path) in only)
+        module.exit_json(changed=files > 0, files=files, bytes=0, seconds=0.0,
+                         markers_created=ensure_markers(p["dest"], dir_mode, True),
+                         msg="Would copy %d files of %s into %s." % (files, p["set_dir"], p["dest"]))
+    os.makedirs(p["dest"], mode=dir_mode, exist_ok=True)
+    try:
+        stats = file_copy.restore_copy(os.path.join(p["set_dir"], "files"), manifest, p["dest"], dir_mode=dir_mode,
+                                       file_mode=file_mode, only_folders=only)
+    except (OSError, file_manifest.ManifestError) as exc:
+        module.fail_json(msg="Copying the files of %s into %s failed: %s. The database restore stands; run the restore "
+                             "of the files again once the cause is fixed." % (p["set_dir"], p["dest"], exc))
+    if stats["mismatched"] or stats["vanished"]:
+        module.fail_json(msg="%d file(s) of the set do not match its manifest (%s) and %d are missing from it (%s): they were "
+                             "NOT put into %s. The set is damaged: restore those from another set."
+                             % (stats["mismatched"], ", ".join(stats.get("mismatched_examples", [])[:5]), stats["vanished"],
+                                ", ".join(stats.get("vanished_examples", [])[:5]), p["dest"]), **stats)
+    markers = ensure_markers(p["dest"], dir_mode, False)
+    module.exit_json(changed=True, markers_created=markers,
+                     msg="Copied %d files (%.1f MB) into %s, each verified against the set's manifest." % (
+                         stats["files"], stats["bytes"] / 1e6, p["dest"]), **stats)
+
+
+if __name__ == "__main__":
+    main()
