@@ -78,7 +78,7 @@ def test_ping_ok_after_a_5xx():
 def _mkset(root, name, status="verified"):
     os.makedirs(os.path.join(root, name))
     with open(os.path.join(root, name, "set.json"), "w") as fh:
-        json.dump({"status": status, "bytes": 1234}, fh)
+        json.dump({"format": 2, "status": status, "files_bytes": 1000, "dump_bytes": 234}, fh)
 
 
 def test_freshness(tmp_path):
