@@ -5,7 +5,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.homelab.immich.plugins.module_utils import db_ops, docker_exec, dump_format
+from ansible_collections.homelab.immich.plugins.module_utils import docker_exec, dump_format
+from ansible_collections.homelab.immich.plugins.module_utils._errors import OpError
 
 INSTANCE_ARGS = dict(
     container=dict(type="str"),
@@ -34,10 +35,10 @@ def container_of(module):
 
 
 def run_op(module, func, *args, **kwargs):
-    """Call a db_ops function; turn its known errors into fail_json with the facts gathered so far."""
+    """Call a database operation (dump, restore, fresh, rewrite); turn its known errors into fail_json with the facts gathered so far."""
     try:
         return func(*args, **kwargs)
-    except db_ops.OpError as exc:
+    except OpError as exc:
         module.fail_json(msg=str(exc), **exc.result)
     except (docker_exec.DockerError, dump_format.DumpError) as exc:
         module.fail_json(msg=str(exc))

@@ -62,6 +62,16 @@ def write_all(fd):
     return sink
 
 
+def pump(src_fd, sinks):
+    """Copy src_fd to EOF into every callable of ``sinks``, in full CHUNKs; returns the byte count."""
+    total = 0
+    for buf in iter_chunks(src_fd):
+        total += len(buf)
+        for sink in sinks:
+            sink(buf)
+    return total
+
+
 def hash_file(path, algorithms=("sha256",)):
     """Hex digests of one file, read once in CHUNK pieces: {"sha256": ..., "sha1": ...}."""
     hashes = [(name, hashlib.new(name)) for name in algorithms]

@@ -17,13 +17,13 @@ import json
 import os
 import subprocess
 
+from ansible_collections.homelab.immich.plugins.module_utils.docker_exec import DOCKER
+from ansible_collections.homelab.immich.plugins.module_utils.immich import MEDIA_TARGETS
+
 PG_DATA = "/var/lib/postgresql/data"
-MEDIA_TARGETS = ("/data", "/usr/src/app/upload")
 DB_SERVICE_NAMES = ("database", "immich_postgres", "postgres", "db")
 SERVER_SERVICE_NAMES = ("immich-server", "immich_server", "server")
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
-OVERRIDABLE = ("project_name", "server_url", "upload_location", "db_data_location", "db_user", "db_name",
-               "db_container", "server_container", "db_service", "server_service", "media_location")
 
 
 class DiscoveryError(Exception):
@@ -59,7 +59,7 @@ def _run(argv):
 
 def project_dir_from_name(name, run=_run):
     """The folder of a running (or stopped) compose project known to the engine, by project name."""
-    rc, out, err = run(["docker", "compose", "ls", "--all", "--format", "json"])
+    rc, out, err = run([DOCKER, "compose", "ls", "--all", "--format", "json"])
     if rc != 0:
         raise DiscoveryError("`docker compose ls` failed: %s" % err.strip())
     for proj in json.loads(out or "[]"):
@@ -73,7 +73,7 @@ def project_dir_from_name(name, run=_run):
 
 def load_config(project_dir, compose_files=None, run=_run):
     """The compose model as Compose resolves it (interpolation, .env, profiles, overrides)."""
-    argv = ["docker", "compose", "--project-directory", project_dir]
+    argv = [DOCKER, "compose", "--project-directory", project_dir]
     for f in compose_files or []:
         argv += ["-f", f]
     argv += ["config", "--format", "json"]
@@ -162,17 +162,23 @@ def discover(config, project_dir, env=None, overrides=None):
     server = services.get(server_service, {}) if server_service else {}
     db_env = _env_of(db)
 
-    db_data_location, db_data_volume, db_data_kind = None, None, None
+    # DB_DATA_LOCATION is where the database service really keeps PG_DATA: its bind mount (or named
+    # volume). .env's DB_DATA_LOCATION is only a variable; when nothing is mounted at PG_DATA it
+    # names no folder of this database at all (the guard refuses to wipe it).
+    db_data_location, db_data_volume, db_data_kind, db_data_mount = None, None, None, None
     mount = _mount_at(db, (PG_DATA,)) if db else None
     if mount and mount["type"] == "bind":
-        db_data_location, db_data_kind = _abs(project_dir, mount["source"]), "bind"
+        db_data_location = db_data_mount = _abs(project_dir, mount["source"])
+        db_data_kind = "bind"
     elif mount and mount["type"] == "volume":
         db_data_volume, db_data_kind = _volume_name(config, project, mount["source"]), "volume"
-    elif env.get("DB_DATA_LOCATION"):
-        db_data_location, db_data_kind = _abs(project_dir, env["DB_DATA_LOCATION"]), "env"
-        warnings.append("The database service does not mount %s; DB_DATA_LOCATION taken from .env." % PG_DATA)
+    else:
+        db_data_kind = "unmounted"
+        if env.get("DB_DATA_LOCATION"):
+            warnings.append("The database service mounts nothing at %s, so DB_DATA_LOCATION=%s from .env is not "
+                            "where its data is." % (PG_DATA, env["DB_DATA_LOCATION"]))
     if ov.get("db_data_location"):
-        db_data_location, db_data_kind = _abs(project_dir, ov["db_data_location"]), "override"
+        db_data_location = _abs(project_dir, ov["db_data_location"])
 
     media_mount = _mount_at(server, MEDIA_TARGETS) if server else None
     upload_location = None
@@ -203,11 +209,18 @@ def discover(config, project_dir, env=None, overrides=None):
                 server_url = "http://%s:%s" % (host, port["published"])
                 break
 
+    env_files = []
+    for svc in services.values():
+        for item in svc.get("env_file") or []:
+            path = item.get("path") if isinstance(item, dict) else item
+            if path and _abs(project_dir, path) not in env_files:
+                env_files.append(_abs(project_dir, path))
     instance = {
+        "env_files": env_files,
         "project_name": project,
         "server_url": server_url,
         "project_dir": os.path.normpath(project_dir),
-        "compose_files": list(config.get("x-compose-files") or []),
+        "compose_files": [],
         "db_service": db_service,
         "server_service": server_service,
         "db_container": ov.get("db_container") or (_container_name(project, db_service, db) if db_service else None),
@@ -220,6 +233,8 @@ def discover(config, project_dir, env=None, overrides=None):
         "db_data_location": db_data_location,
         "db_data_volume": db_data_volume,
         "db_data_kind": db_data_kind,
+        "db_data_mount": db_data_mount,
+        "db_data_env": _abs(project_dir, env["DB_DATA_LOCATION"]) if env.get("DB_DATA_LOCATION") else None,
         "upload_location": upload_location,
         "media_location": media_location,
         "immich_version": env.get("IMMICH_VERSION") or "",
@@ -239,8 +254,11 @@ def discover_instance(project_dir=None, project_name=None, compose_files=None, o
     project_dir = os.path.abspath(os.path.expanduser(project_dir))
     if not os.path.isdir(project_dir):
         raise DiscoveryError("Compose project folder %s does not exist." % project_dir)
-    config = load_config(project_dir, compose_files, run=run)
     env = read_env_file(os.path.join(project_dir, ".env"))
+    if not compose_files and env.get("COMPOSE_FILE"):
+        # what `docker compose` itself uses in this folder (hwaccel files, a dumper sidecar, ...)
+        compose_files = [f for f in env["COMPOSE_FILE"].split(env.get("COMPOSE_PATH_SEPARATOR") or ":") if f]
+    config = load_config(project_dir, compose_files, run=run)
     inst = discover(config, project_dir, env, overrides)
     if not compose_files:
         # Compose's own default file, named explicitly so that an override can be layered on it
@@ -249,72 +267,53 @@ def discover_instance(project_dir=None, project_name=None, compose_files=None, o
                 compose_files = [default]
                 break
     inst["compose_files"] = [os.path.abspath(os.path.join(project_dir, f)) for f in (compose_files or [])]
+    # the argv prefix of every compose command the roles run on this instance (its files named explicitly)
+    inst["compose_argv"] = [DOCKER, "compose", "--project-directory", inst["project_dir"]] + \
+        ["--file=%s" % f for f in inst["compose_files"]]
     inst["instance_name"] = (overrides or {}).get("instance_name") or inst["project_name"]
     return inst
 
 
-def reset_guard(instance, path, allow_outside_project=False, home_dirs=None):
-    """Reasons (empty list = allowed) why `path` must not be wiped as this instance's DB_DATA_LOCATION.
 
-    `allow_outside_project` lifts only the "outside the compose project" rule (Postgres on another
-    disk); `/`, home folders, UPLOAD_LOCATION, the project folder and anything that is not the
-    database service's own bind mount are always refused.
-    """
-    if not path:
-        return ["DB_DATA_LOCATION is unknown (named volume or not discovered): there is no folder to reset"]
-    real = os.path.realpath(path)
-    project = os.path.realpath(instance.get("project_dir") or "/")
-    upload = os.path.realpath(instance.get("upload_location") or "/nonexistent-upload")
-    homes = set(os.path.realpath(h) for h in (home_dirs or []))
-    homes.update(["/root", "/home", os.path.realpath(os.path.expanduser("~"))])
-    reasons = []
-    if real.rstrip("/").count("/") < 2:
-        reasons.append("%s is / or a top-level folder" % real)
-    if real in homes or os.path.dirname(real) == "/home":
-        reasons.append("%s is a home folder" % real)
-
-    def inside(a, b):
-        return a == b or a.startswith(b.rstrip("/") + "/")
-
-    if inside(real, upload) or inside(upload, real):
-        reasons.append("%s overlaps UPLOAD_LOCATION %s (your photos)" % (real, upload))
-    if inside(project, real):
-        reasons.append("%s is the compose project folder or one of its parents" % real)
-    disc = instance.get("db_data_location")
-    if not disc or os.path.realpath(disc) != real:
-        reasons.append("%s is not the bind mount of the database service at %s (%s)" % (real, PG_DATA, disc))
-    if not allow_outside_project and not inside(real, project):
-        reasons.append("%s is outside the compose project %s (allow it explicitly if Postgres lives on "
-                       "another disk)" % (real, project))
-    return reasons
+PROJECT_FILE_SUFFIXES = (".yml", ".yaml", ".json", ".env")
+PROJECT_FILE_MAX = 1 << 20
 
 
-def check_originals(instance, popen=subprocess.Popen, limit=20):
-    """Count assets in the DB and the originals missing on disk (originalPath mapped to UPLOAD_LOCATION).
+def project_files(instance):
+    """The files that rebuild the compose project: its compose files, `.env`, the services' env
+    files and the small YAML/JSON/env files beside them (hwaccel.*.yml that `extends` names).
+    Returns [(absolute path, name inside the set's compose/ folder)]; names outside the project
+    folder go under `outside/`."""
+    project = instance["project_dir"]
+    found = []
+    for path in list(instance.get("compose_files") or []) + [os.path.join(project, ".env")] + list(instance.get("env_files") or []):
+        if os.path.isfile(path) and path not in found:
+            found.append(path)
+    try:
+        names = sorted(os.listdir(project))
+    except OSError:
+        names = []
+    for name in names:
+        path = os.path.join(project, name)
+        if (name.endswith(PROJECT_FILE_SUFFIXES) or name.startswith(".env")) and os.path.isfile(path) \
+                and not os.path.islink(path) and os.path.getsize(path) <= PROJECT_FILE_MAX and path not in found:
+            found.append(path)
+    out = []
+    for path in found:
+        rel = os.path.relpath(path, project)
+        out.append((path, rel if not rel.startswith("..") else os.path.join("outside", os.path.basename(path))))
+    return out
 
-    Paths are streamed from psql one line at a time: 100k assets cost no memory. Assets of external
-    libraries (outside the media location) are counted but not checked: Immich does not own them.
-    """
-    argv = ["docker", "exec", instance["db_container"], "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-            "-U", instance["db_user"], "-d", instance["db_name"], "-c", 'SELECT "originalPath" FROM asset']
-    media = (instance.get("media_location") or "/data").rstrip("/") + "/"
-    upload = instance["upload_location"]
-    proc = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assets = missing = external = 0
-    examples = []
-    for raw in proc.stdout:
-        path = raw.decode("utf-8", "surrogateescape").rstrip("\n")
-        if not path:
-            continue
-        assets += 1
-        if not path.startswith(media):
-            external += 1
-            continue
-        if not os.path.isfile(os.path.join(upload, path[len(media):])):
-            missing += 1
-            if len(examples) < limit:
-                examples.append(path)
-    err = proc.stderr.read().decode("utf-8", "replace")
-    if proc.wait() != 0:
-        raise DiscoveryError("Cannot list assets in %s: %s" % (instance["db_container"], err.strip()[-500:]))
-    return {"assets": assets, "missing_originals": missing, "missing_examples": examples, "external_assets": external}
+
+def image_facts(image, run=_run):
+    """Id and repo digests of an image as the engine knows it ({} when unknown)."""
+    if not image:
+        return {}
+    rc, out, _err = run([DOCKER, "image", "inspect", "--format", "{{json .Id}} {{json .RepoDigests}}", image])
+    if rc != 0:
+        return {"image": image}
+    ident, _sp, digests = out.strip().partition(" ")
+    try:
+        return {"image": image, "id": json.loads(ident), "repo_digests": json.loads(digests or "[]")}
+    except ValueError:
+        return {"image": image}

@@ -12,7 +12,7 @@ import os
 import subprocess
 import threading
 
-from ansible_collections.homelab.immich.plugins.module_utils.dump_format import iter_chunks, widen_pipe
+from ansible_collections.homelab.immich.plugins.module_utils._fsio import widen_pipe
 
 DOCKER = os.environ.get("HOMELAB_IMMICH_DOCKER", "docker")
 
@@ -57,6 +57,14 @@ def inspect(container):
         return None
     data = json.loads(out or "[]")
     return data[0] if data else None
+
+
+def running(container):
+    """Is this container running? (False when it does not exist.)"""
+    if not container:
+        return False
+    rc, out, _err = run([DOCKER, "inspect", "-f", "{{.State.Running}}", container], timeout=60)
+    return rc == 0 and out.strip() == "true"
 
 
 def resolve_container(container=None, project_dir=None, service="database"):
@@ -168,22 +176,3 @@ class Stage:
                 pass
         self.proc.wait()
 
-
-def pump(src_fd, sinks):
-    """Copy src_fd to EOF into every callable of ``sinks``, in full 1 MiB chunks; returns the byte count."""
-    total = 0
-    for buf in iter_chunks(src_fd):
-        total += len(buf)
-        for sink in sinks:
-            sink(buf)
-    return total
-
-
-def write_all(fd):
-    """A sink writing everything to fd (os.write may write less than asked)."""
-    def sink(buf):
-        view = memoryview(buf)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-    return sink

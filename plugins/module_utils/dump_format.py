@@ -7,14 +7,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 import re
 import shutil
 import subprocess
 import sys
 import threading
 
-CHUNK = 1 << 20
+from ansible_collections.homelab.immich.plugins.module_utils._fsio import CHUNK, iter_chunks, widen_pipe
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -56,8 +55,7 @@ def major_of(version):
     m = re.match(r"(\d+)(?:\.(\d+))?", version)
     if not m:
         return None
-    major = int(m.group(1))
-    return major if major >= 10 else major  # 9.x majors compare fine by their first number here
+    return int(m.group(1))  # 9.x majors compare fine by their first number here
 
 
 def parse_header(head):
@@ -303,40 +301,6 @@ class MetaCommandScanner:
             self._scan(self._pending)
             self._pending = b""
         return self.findings
-
-
-def widen_pipe(fd, size=CHUNK):
-    """Best effort: a 1 MiB pipe instead of 64 KiB, so the process at the other end keeps running
-    while we work on a whole chunk, and both wake each other less often."""
-    try:
-        import fcntl  # noqa: PLC0415 - Linux only; elsewhere the default pipe size is kept
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
-    except (ImportError, OSError):
-        pass  # not Linux, or above /proc/sys/fs/pipe-max-size for an unprivileged user
-
-
-def iter_chunks(fd, size=CHUNK):
-    """Yield what ``fd`` delivers until EOF, in chunks of exactly ``size`` bytes (the last one shorter).
-
-    A pipe hands over whatever its writer wrote last: ``docker exec`` relays pg_dumpall in pieces
-    of about 8 KiB, so a plain read loop runs its per-chunk work 150,000 times for a 1.2 GB dump.
-    Gathering full chunks (the way a C program's fread does) runs it about 1,200 times; measured
-    on the lab's large dump, the dump's Python CPU time fell from 6.4 s to 2.6 s.
-    """
-    buf = bytearray(size)
-    view = memoryview(buf)
-    while True:
-        got = 0
-        while got < size:
-            n = os.readv(fd, [view[got:]])
-            if not n:
-                break
-            got += n
-        if not got:
-            return
-        yield bytes(view[:got])
-        if got < size:
-            return
 
 
 # gzip is inflated by zlib in a child Python (the interpreter running us: nothing to install).

@@ -83,7 +83,7 @@ class Lock(object):
         return fd
 
     def acquire(self, holder, wait_seconds=0, poll=0.5, purpose="backup"):
-        """Take the lock or raise LockBusy naming its holder after ``wait_seconds``."""
+        """Take the lock or raise LockBusyError naming its holder after ``wait_seconds``."""
         mkdir_private(os.path.dirname(os.path.abspath(self.path)))
         deadline = time.monotonic() + max(float(wait_seconds or 0), 0.0)
         while True:

@@ -17,7 +17,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
+import os
 import re
+import subprocess
+
+from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
+from ansible_collections.homelab.immich.plugins.module_utils import dump, dump_format as df
+from ansible_collections.homelab.immich.plugins.module_utils._errors import OpError
+from ansible_collections.homelab.immich.plugins.module_utils._fsio import sha256_file, write_all
 
 SEARCH = b"SELECT pg_catalog.set_config('search_path', '', false);"
 REPLACEMENT = b"SELECT pg_catalog.set_config('search_path', 'public, pg_catalog', true);"
@@ -82,13 +90,66 @@ class SearchPathRewriter:
         return self._sub(data) if data else b""
 
 
-def count_matches_in(read_chunk):
-    """How many substitutions a rewrite would make, reading chunks from ``read_chunk()`` until b''."""
+
+def rewrite_file(src, dest=None, compression=None, check_mode=False):
+    """Rewrite src into dest in ONE streaming pass (temp in dest's folder, then rename); idempotent."""
+    in_comp = df.sniff_file(src)
+    out_comp = compression or in_comp
+    dest = dest or src
     rw = SearchPathRewriter()
-    while True:
-        chunk = read_chunk()
-        if not chunk:
-            break
-        rw.feed(chunk)
-    rw.flush()
-    return rw.count
+    if check_mode:
+        info = df.inspect_dump(src, on_chunk=rw.feed, compression=in_comp, scan=False)
+        rw.flush()
+        return {"changed": rw.count > 0 or not _same_output(src, dest, in_comp, out_comp), "lines_rewritten": rw.count,
+                "dest": dest, "compression": out_comp, "dump_kind": info["dump_kind"],
+                "msg": "Would rewrite %d line(s) into %s." % (rw.count, dest)}
+    folder = os.path.dirname(os.path.abspath(dest))
+    tmp = os.path.join(folder, ".%s.%d.tmp" % (os.path.basename(dest), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        cargv = dump.compressor_argv(out_comp)
+        comp = dx.Stage(cargv[0], cargv, stdin=subprocess.PIPE, stdout=fd) if cargv else None
+        sink = write_all(comp.proc.stdin.fileno() if comp else fd)
+        reader = df.PlainReader(src, in_comp)
+        ok = False
+        try:
+            for buf in reader.chunks():
+                sink(rw.feed(buf))
+            sink(rw.flush())
+            ok = True
+        finally:
+            reader.close(check=ok)
+        if comp:
+            comp.proc.stdin.close()
+            if comp.wait() != 0:
+                raise OpError("%s failed while writing %s: %s" % (comp.name, dest, comp.stderr.strip()))
+        if rw.count == 0 and _same_output(src, dest, in_comp, out_comp):
+            os.close(fd)
+            fd = None
+            os.unlink(tmp)
+            return {"changed": False, "lines_rewritten": 0, "dest": dest, "compression": out_comp,
+                    "msg": "Nothing to rewrite: %s already has the search_path fix." % src}
+        os.fsync(fd)
+        os.close(fd)
+        fd = None
+        os.rename(tmp, dest)
+    except BaseException as exc:
+        if fd is not None:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise OpError("No space left in %s for the rewritten dump; nothing was changed." % folder) from exc
+        raise
+    return {"changed": True, "lines_rewritten": rw.count, "dest": dest, "compression": out_comp,
+            "msg": "Rewrote %d line(s) into %s." % (rw.count, dest)}
+
+
+def _same_output(src, dest, in_comp, out_comp):
+    """With nothing to rewrite, is dest already what we would write (src itself, or an identical copy)?"""
+    if not os.path.exists(dest):
+        return False
+    if os.path.samefile(src, dest):
+        return in_comp == out_comp
+    return in_comp == out_comp and os.path.getsize(src) == os.path.getsize(dest) and sha256_file(src) == sha256_file(dest)
+

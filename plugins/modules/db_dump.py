@@ -146,7 +146,7 @@ compression:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.homelab.immich.plugins.module_utils import _common, db_ops
+from ansible_collections.homelab.immich.plugins.module_utils import _common, dump
 
 
 def main():
@@ -167,7 +167,7 @@ def main():
     p = module.params
     container = _common.container_of(module)
     result = _common.run_op(
-        module, db_ops.dump, container, p["db_user"], p["db_name"], p["dest"], dump_kind=p["dump_kind"],
+        module, dump.dump, container, p["db_user"], p["db_name"], p["dest"], dump_kind=p["dump_kind"],
         compression=p["compression"], compression_level=p["compression_level"], immich_version=p["immich_version"],
         previous_manifest=p["previous_manifest"], min_size_ratio=p["min_size_ratio"], on_shrink=p["on_shrink"],
         password=p["db_password"], check_mode=module.check_mode)

@@ -111,7 +111,7 @@ lines_rewritten:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.homelab.immich.plugins.module_utils import _common, db_ops
+from ansible_collections.homelab.immich.plugins.module_utils import _common, restore
 
 
 def main():
@@ -129,7 +129,7 @@ def main():
     p = module.params
     container = _common.container_of(module)
     result = _common.run_op(
-        module, db_ops.restore, container, p["db_user"], p["db_name"], p["src"], manifest_path=p["manifest"],
+        module, restore.restore, container, p["db_user"], p["db_name"], p["src"], manifest_path=p["manifest"],
         rewrite_search_path=p["rewrite_search_path"], owner_remap=p["owner_remap"], verify_rows=p["verify_rows"],
         password=p["db_password"], check_mode=module.check_mode)
     for warning in result.pop("warnings", []):

@@ -69,7 +69,7 @@ compression:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.homelab.immich.plugins.module_utils import _common, db_ops
+from ansible_collections.homelab.immich.plugins.module_utils import _common, rewrite
 
 
 def main():
@@ -82,7 +82,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    result = _common.run_op(module, db_ops.rewrite_file, p["src"], p["dest"], p["compression"],
+    result = _common.run_op(module, rewrite.rewrite_file, p["src"], p["dest"], p["compression"],
                             check_mode=module.check_mode)
     module.exit_json(**result)
 

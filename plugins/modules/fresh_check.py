@@ -70,7 +70,7 @@ checks:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.homelab.immich.plugins.module_utils import _common, db_ops
+from ansible_collections.homelab.immich.plugins.module_utils import _common, fresh
 
 
 def main():
@@ -85,11 +85,11 @@ def main():
     )
     p = module.params
     container = _common.container_of(module)
-    result = _common.run_op(module, db_ops.fresh_check, container, p["db_user"], p["db_name"],
+    result = _common.run_op(module, fresh.fresh_check, container, p["db_user"], p["db_name"],
                             server_container=p["server_container"], password=p["db_password"],
                             allowed_databases=p["allowed_databases"])
     if p["mode"] == "assert" and not result["fresh"]:
-        module.fail_json(msg=db_ops.not_fresh_message(container, result["reasons"]), changed=False, **result)
+        module.fail_json(msg=fresh.not_fresh_message(container, result["reasons"]), changed=False, **result)
     module.exit_json(changed=False, **result)
 
 
