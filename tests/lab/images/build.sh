@@ -85,8 +85,13 @@ PG_CHANGES=(
 )
 pg15=$(derive postgres "$bookworm" images/postgres-entrypoint.sh:/usr/local/bin/docker-entrypoint.sh -- "${PG_CHANGES[@]}" 'ENV PG_MAJOR=15')
 pg17=$(derive postgres "$trixie" images/postgres-entrypoint.sh:/usr/local/bin/docker-entrypoint.sh -- "${PG_CHANGES[@]}" 'ENV PG_MAJOR=17')
-server=$(derive server "$bookworm" images/server.py:/usr/local/bin/immich-standin immich_schema.sql:/usr/local/share/immich_schema.sql -- \
-  'ENTRYPOINT ["python3", "/usr/local/bin/immich-standin"]' 'CMD []' 'EXPOSE 2283')
+# The immich-server stand-in: like the real image, its own HEALTHCHECK (immich-healthcheck), WORKDIR
+# /usr/src/app (where Immich <= 1.136 resolved its relative paths) and immich-admin on PATH.
+server=$(derive server "$bookworm" images/server.py:/usr/local/bin/immich-standin images/immich-admin:/usr/local/bin/immich-admin \
+  immich_schema.sql:/usr/local/share/immich_schema.sql immich_schema_v1130.sql:/usr/local/share/immich_schema_v1130.sql -- \
+  'ENTRYPOINT ["python3", "/usr/local/bin/immich-standin"]' 'CMD []' 'EXPOSE 2283' 'WORKDIR /usr/src/app' \
+  'ENV IMMICH_PORT=2283' \
+  'HEALTHCHECK --interval=2s --timeout=5s --start-period=5s --retries=30 CMD ["python3", "/usr/local/bin/immich-standin", "healthcheck"]')
 redis=$(derive redis "$bookworm" -- 'ENTRYPOINT ["redis-server", "--save", "", "--protected-mode", "no"]' 'CMD []')
 sshhost=$(derive sshhost "$bookworm" images/sshhost-entrypoint.sh:/usr/local/bin/sshhost-entrypoint.sh -- 'ENTRYPOINT ["/usr/local/bin/sshhost-entrypoint.sh"]' 'CMD []')
 dumper=$(derive dumper "$bookworm" dumper/dumper.py:/usr/local/bin/dumper -- 'ENTRYPOINT ["python3", "/usr/local/bin/dumper"]' 'CMD []')
