@@ -105,26 +105,38 @@ def order_key(relpath):
     return relpath.replace("/", "\0")
 
 
+def _listing(path):
+    """Sorted (name, is_dir, is_file) of a folder, from the directory entries' types (no stat per file)."""
+    try:
+        with os.scandir(path) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in it]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    entries.sort()
+    return entries
+
+
 def walk_files(top, folders=ORIGINAL_FOLDERS):
     """Regular files under ``top/<folder>`` for each folder, as relative paths in order_key order,
-    one at a time (one folder listing in memory per level)."""
-    base = top.rstrip("/") + "/"
+    one at a time (one folder listing in memory per level; symlinks are not followed or listed).
 
-    def walk(rel):
-        try:
-            with os.scandir(base + rel) as it:
-                entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False)) for e in it]
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        entries.sort()
-        prefix = rel + "/"
-        for name, is_dir, is_file in entries:
-            if is_dir:
-                yield from walk(prefix + name)
-            elif is_file:
-                yield prefix + name
+    Depth first with an explicit stack: every path is yielded from here, not passed up through one
+    generator per folder level (which cost more than the listing itself on Immich's xx/yy shards).
+    """
+    base = top.rstrip("/") + "/"
     for folder in sorted(folders):
-        yield from walk(folder)
+        stack = [(folder + "/", iter(_listing(base + folder)))]
+        while stack:
+            prefix, entries = stack[-1]
+            for name, is_dir, is_file in entries:
+                if is_dir:
+                    child = prefix + name
+                    stack.append((child + "/", iter(_listing(base + child))))
+                    break
+                if is_file:
+                    yield prefix + name
+            else:
+                stack.pop()
 
 
 class PathSorter:
