@@ -437,6 +437,11 @@ class VectorPortable(DumpWalker):
         return rows
 
     def _sql_line(self, line, starts):
+        if starts and line.startswith(b"\\connect"):
+            # A cluster dump's next database: its tables and extensions are its own.
+            self.converted = {}
+            self.ext_schemas = {}
+            return
         if not self.converted and not self.extensions:
             return
         if line.lstrip().startswith(b"--"):

@@ -793,3 +793,15 @@ def test_copy_columns_and_qualified_names():
     assert vp.split_columns(b'"assetId", embedding, "a,b"') == ["assetId", "embedding", "a,b"]
     assert vp.split_qualified(b'public."face_search"') == ("public", "face_search")
     assert vp.split_qualified(b"smart_search") == (None, "smart_search")
+
+
+def test_cluster_dump_tables_of_another_database_are_their_own():
+    db1 = (b"\\connect immich\n"
+           b"CREATE TABLE public.smart_search (\n    \"assetId\" uuid NOT NULL,\n    embedding public.vector(2) NOT NULL\n);\n"
+           b"COPY public.smart_search (\"assetId\", embedding) FROM stdin;\na\t[1,2]\n\\.\n")
+    db2 = (b"\\connect archive\n"
+           b"CREATE TABLE public.smart_search (\n    \"assetId\" uuid NOT NULL,\n    embedding text NOT NULL\n);\n"
+           b"COPY public.smart_search (\"assetId\", embedding) FROM stdin;\nb\t[3,4]\n\\.\n")
+    out, t = run(db1 + db2, neutral=True)
+    assert b"a\t{1,2}\n" in out and b"b\t[3,4]\n" in out
+    assert t.counts()["rows"] == {"smart_search": 1}
