@@ -221,30 +221,39 @@ class DumpWalker:
         if cut < 0:
             self._pending += chunk
             return b""
-        data = self._pending + chunk[:cut + 1] if self._pending else chunk[:cut + 1]
+        # No copy of the chunk: the partial line carried over is completed on its own, the rest is
+        # worked on in place (bounds, not slices).
+        out = []
+        start = 0
+        if self._pending:
+            nl = chunk.find(b"\n")
+            head = self._pending + chunk[:nl + 1]
+            out.append(self._process(head, 0, len(head)))
+            start = nl + 1
+        if start <= cut:
+            out.append(self._process(chunk, start, cut + 1))
         self._pending = chunk[cut + 1:]
-        return self._process(data)
+        return b"".join(out)
 
     def flush(self):
         data, self._pending = self._pending, b""
-        out = self._process(data) if data else b""
+        out = self._process(data, 0, len(data)) if data else b""
         if self._stmt is not None:  # a statement cut by the end of the stream: emit what we have
             out += self._statement(self._stmt[0], b"".join(self._stmt))
             self._stmt = None
         return out
 
-    def _process(self, data):
+    def _process(self, data, pos, size):
+        """Work on data[pos:size] (complete lines, or the stream's last bytes); returns the output."""
         out = []
-        pos = 0
-        size = len(data)
         while pos < size:
             if self._in_copy:
                 if self._copy_rows is None:
-                    end = self._end_of_copy(data, pos)
+                    end = self._end_of_copy(data, pos, size)
                     if end < 0:
-                        self.line_no += data.count(b"\n", pos)
+                        self.line_no += data.count(b"\n", pos, size)
                         if self.EMIT:
-                            out.append(data[pos:] if pos else data)
+                            out.append(data if pos == 0 and size == len(data) else data[pos:size])
                         return b"".join(out)
                     self.line_no += data.count(b"\n", pos, end)
                     if self.EMIT:
@@ -252,9 +261,10 @@ class DumpWalker:
                     self._in_copy = False
                     pos = end
                     continue
-                nl = data.find(b"\n", pos)
-                line = data[pos:] if nl < 0 else data[pos:nl + 1]
-                pos = size if nl < 0 else nl + 1
+                nl = data.find(b"\n", pos, size)
+                nxt = size if nl < 0 else nl + 1
+                line = data[pos:nxt]
+                pos = nxt
                 self.line_no += 1
                 if _is_end_of_data(line):
                     self._in_copy, self._copy_rows = False, None
@@ -262,9 +272,10 @@ class DumpWalker:
                 else:
                     out.append(self._copy_rows(line))
                 continue
-            nl = data.find(b"\n", pos)
-            line = data[pos:] if nl < 0 else data[pos:nl + 1]
-            pos = size if nl < 0 else nl + 1
+            nl = data.find(b"\n", pos, size)
+            nxt = size if nl < 0 else nl + 1
+            line = data[pos:nxt]
+            pos = nxt
             self.line_no += 1
             emitted = self._line(line)
             if self.EMIT:
@@ -272,19 +283,29 @@ class DumpWalker:
         return b"".join(out)
 
     @staticmethod
-    def _end_of_copy(data, pos):
-        """Index just after the ``\\.`` line ending the COPY block that runs from ``pos``, or -1."""
-        for end in (b"\\.\n", b"\\.\r\n"):
-            if data.startswith(end, pos):
-                return pos + len(end)
-        best = -1
-        for end in (b"\n\\.\n", b"\n\\.\r\n"):
-            i = data.find(end, pos)
-            if i >= 0 and (best < 0 or i + len(end) < best):
-                best = i + len(end)
-        if best < 0 and (data[pos:] == b"\\." or data.endswith(b"\n\\.", pos)):
-            return len(data)  # the end-of-data line is the dump's last line, without a newline
-        return best
+    def _end_of_copy(data, pos, size):
+        """Index just after the ``\\.`` line ending the COPY block that runs from ``pos``, or -1.
+        One substring search per chunk: COPY text rows escape a backslash, so a line starting with
+        backslash-dot is the end marker (followed by LF, CRLF, or the end of the stream)."""
+        def after(k):  # k: index of the backslash of a line starting with backslash-dot
+            j = k + 2
+            if data.startswith(b"\n", j, size):
+                return j + 1
+            if data.startswith(b"\r\n", j, size):
+                return j + 2
+            return size if j == size == len(data) else -1  # the stream's last line, without a newline
+
+        if data.startswith(b"\\.", pos, size):
+            end = after(pos)
+            if end >= 0:
+                return end
+        i = data.find(b"\n\\.", pos, size)
+        while i >= 0:
+            end = after(i + 1)
+            if end >= 0:
+                return end
+            i = data.find(b"\n\\.", i + 1, size)
+        return -1
 
     def _line(self, line):
         if self._stmt is not None:

@@ -805,3 +805,21 @@ def test_cluster_dump_tables_of_another_database_are_their_own():
     out, t = run(db1 + db2, neutral=True)
     assert b"a\t{1,2}\n" in out and b"b\t[3,4]\n" in out
     assert t.counts()["rows"] == {"smart_search": 1}
+
+
+@pytest.mark.parametrize("data,pos,want", [
+    (b"ab\ncd\n\\.\nX", 0, 9), (b"ab\n\\.\r\nX", 0, 7), (b"\\.\nX", 0, 3), (b"ab\n", 0, -1), (b"a\n\\.x\n\\.\n", 0, 9),
+    (b"a\n\\.", 0, 4), (b"xx\\.\n", 2, 5), (b"a\n\\\\.\n", 0, -1),
+])
+def test_end_of_copy(data, pos, want):
+    assert vp.DumpWalker._end_of_copy(data, pos, len(data)) == want
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 4, 5, 8])
+def test_short_copy_rows_of_other_tables_pass_at_any_chunking(step):
+    data = (b"COPY public.tag (id, v) FROM stdin;\n1\tx\n22\t\\\\.\n3\ty\n\\.\n"
+            b"CREATE TABLE public.smart_search (\n    embedding public.vector(2)\n);\n"
+            b"COPY public.smart_search (embedding) FROM stdin;\n[1,2]\n\\.\n")
+    out, t = run(data, sizes=[step], neutral=True)
+    assert out == data.replace(b"[1,2]", b"{1,2}").replace(b"public.vector(2)", b"real[]")
+    assert t.counts()["rows"] == {"smart_search": 1}
