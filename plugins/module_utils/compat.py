@@ -477,4 +477,3 @@ class GateError(Exception):
     def __init__(self, msg, result):
         Exception.__init__(self, msg)
         self.result = result
-

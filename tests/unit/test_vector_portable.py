@@ -290,7 +290,7 @@ PGVECTOR_ONLY = PG15_PLAIN + ["vector"]
 
 
 def embedding(rng, dims, sep=","):
-    return "[" + sep.join("%.6g" % rng.uniform(-0.2, 0.2) for _ in range(dims)) + "]"
+    return "[" + sep.join("%.6g" % rng.uniform(-0.2, 0.2) for _n in range(dims)) + "]"
 
 
 def immich_v2_dump(rows=3, dims=512, seed=1):
@@ -564,7 +564,8 @@ def test_pgvector_dump_into_a_target_without_pgvector():
     assert c["dimensions"] == {"Odd Table.emb": 2, "face_search.embedding": 3, "smart_search.embedding": 4}
     assert c["indexes"] == ["clip_index", "face_index"]
     assert c["rows"] == {"Odd Table": 2, "face_search": 1, "smart_search": 2} and c["rows_total"] == 5
-    assert b"CREATE EXTENSION IF NOT EXISTS vector" not in out.split(b"$$")[0] + out.split(b"$$")[2]
+    outside_body = out.split(b"$$")
+    assert b"CREATE EXTENSION IF NOT EXISTS vector" not in outside_body[0] + outside_body[2]
     assert b"COMMENT ON EXTENSION vector" not in out
     assert b'COMMENT ON EXTENSION "uuid-ossp"' in out and b'CREATE EXTENSION IF NOT EXISTS "uuid-ossp"' in out
     assert b"    embedding real[] NOT NULL\n" in out and b"    emb real[]\n" in out
@@ -589,7 +590,7 @@ def test_pgvector_dump_into_a_target_without_pgvector():
 
 
 def test_crlf_dump_rewrites_the_same_way():
-    lf, _ = run(PG17_PGVECTOR, target_extensions=PG15_PLAIN)
+    lf = run(PG17_PGVECTOR, target_extensions=PG15_PLAIN)[0]
     crlf_in = PG17_PGVECTOR.replace(b"\n", b"\r\n")
     crlf, t = run(crlf_in, target_extensions=PG15_PLAIN)
     assert crlf == lf.replace(b"\n", b"\r\n")
@@ -612,7 +613,7 @@ def test_any_chunking_gives_the_same_bytes(sizes, crlf):
     data = immich_v2_dump(rows=4, dims=16)
     if crlf:
         data = data.replace(b"\n", b"\r\n")
-    whole, _ = run(data, neutral=True)
+    whole = run(data, neutral=True)[0]
     assert run(data, sizes=sizes, neutral=True)[0] == whole
 
 
@@ -638,10 +639,10 @@ def test_a_dump_without_vector_parts_passes_through_untouched():
 
 def test_no_final_newline_is_kept():
     data = PG17_PGVECTOR.rstrip(b"\n")
-    out, _ = run(data, sizes=[3], target_extensions=PG15_PLAIN)
+    out = run(data, sizes=[3], target_extensions=PG15_PLAIN)[0]
     assert not out.endswith(b"\n") and out.endswith(b"\\unrestrict KWofLs6OQZELrf5sG9eJ2WkWIUhD2LXn5qbTs6vEC7wU1w8KEkCbD5x874ONbNN")
     cut = b"COPY public.smart_search (\"assetId\", embedding) FROM stdin;\n00000000-0000-4000-8000-000000000001\t[1,2]\n\\."
-    out, _ = run(b"CREATE TABLE public.smart_search (\n    embedding public.vector(2)\n);\n" + cut, sizes=[5])
+    out = run(b"CREATE TABLE public.smart_search (\n    embedding public.vector(2)\n);\n" + cut, sizes=[5])[0]
     assert out.endswith(b"000000000001\t{1,2}\n\\.")
 
 
@@ -730,20 +731,14 @@ def test_rows_of_another_shape_are_left_alone():
 
 
 def test_transform_chunks_generator_returns_the_counts():
-    def consume():
-        got = []
-        vp_obj = yield from vp.transform_chunks(iter([PG17_PGVECTOR[:500], PG17_PGVECTOR[500:]]), PG15_PLAIN)
-        got.append(vp_obj)
-        return got
+    result = {}
 
-    gen = consume()
-    pieces = []
-    try:
-        while True:
-            pieces.append(next(gen))
-    except StopIteration as stop:
-        counts = stop.value[0].counts()
-    assert counts["rows_total"] == 5 and b"".join(pieces) == run(PG17_PGVECTOR, target_extensions=PG15_PLAIN)[0]
+    def consume():
+        result["vp"] = yield from vp.transform_chunks(iter([PG17_PGVECTOR[:500], PG17_PGVECTOR[500:]]), PG15_PLAIN)
+
+    pieces = list(consume())
+    assert result["vp"].counts()["rows_total"] == 5
+    assert b"".join(pieces) == run(PG17_PGVECTOR, target_extensions=PG15_PLAIN)[0]
 
 
 # -- the lexer -----------------------------------------------------------------------------------------------
