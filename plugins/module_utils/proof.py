@@ -526,9 +526,10 @@ def asset_proof(rows, upload_location, media_location=None, *, sample=None, seed
     asset for the caller's manifest check.
 
     Returns {"ok", "assets", "hashed", "bytes_hashed", <each of KINDS>: count, "examples": {kind:
-    [path, ...]}, "sample", "seconds", "detail"}; ``ok`` is False on any of FAILING (orphans are
-    reported, not failed: a backup that dumps first and copies second may hold files the dump's
-    snapshot has not seen yet).
+    [path, ...]}, "sample", "seconds", "empty_database", "detail"}; ``ok`` is False on any of FAILING,
+    and when no row names any asset while originals are on disk. Orphans alone are reported, not
+    failed: a backup that dumps first and copies second may hold files the dump's snapshot has not
+    seen yet.
     """
     started = time.monotonic()
     if not os.path.isdir(upload_location):
@@ -631,7 +632,9 @@ def asset_proof(rows, upload_location, media_location=None, *, sample=None, seed
               "sample": {"mode": mode, "value": amount, "seed": seed if mode != "all" else None},
               "seconds": round(time.monotonic() - started, 3)}
     result.update(report.counts)
-    result["ok"] = not any(report.counts[k] for k in FAILING)
+    # No asset at all beside originals on disk: the dump is empty or of another database.
+    result["empty_database"] = total == 0 and report.counts["orphans"] > 0
+    result["ok"] = not any(report.counts[k] for k in FAILING) and not result["empty_database"]
     result["detail"] = summarize(result)
     return result
 
@@ -696,6 +699,9 @@ def _orphans(sorter, walked, report, ignored_suffixes):
 
 def summarize(result):
     """One line for the summary: counts first, then a few examples of what is wrong."""
+    if result.get("empty_database"):
+        return ("the database names no asset, yet UPLOAD_LOCATION holds %d originals (%s): the restored dump is empty "
+                "or of another database" % (result["orphans"], ", ".join(result["examples"].get("orphans", [])[:3])))
     parts = ["%d of %d assets" % (result["matched"], result["assets"]) + (" matched their SHA-1" if result["hashed"] else "")]
     for kind, label in (("mismatched", "changed since Immich stored its checksum"),
                         ("missing_in_backup", "missing (a row, no file)"), ("unreadable", "unreadable"),

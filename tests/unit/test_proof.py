@@ -438,3 +438,11 @@ def test_boot_proof_lists_every_check():
         ("admin exists", False), ("not in maintenance mode", False), ("no schema drift logged", False),
         ("immich-admin schema-check", True)]
     assert proof.boot_proof(1, None)[-1]["skipped"] is True
+
+
+def test_no_rows_but_originals_on_disk_fails(library):
+    root, _rows = library
+    res = proof.asset_proof(iter([]), root, media_location="/data")
+    assert res["ok"] is False and res["empty_database"] is True and res["orphans"] == 13
+    assert res["detail"].startswith("the database names no asset, yet UPLOAD_LOCATION holds 13 originals")
+    assert proof.asset_proof(iter([]), str(os.path.dirname(root)), folders=("nothing-here",))["ok"] is True
