@@ -38,11 +38,18 @@ step "yamllint" yamllint -s .
 step "changelog fragments" antsibull-changelog lint
 step "ansible-lint (production)" ansible-lint --profile production
 pytest_step unit tests/unit
+pytest_step docs tests/docs/test_docs_static.py
 step "ansible-test sanity" bash tests/sanity.sh
 step "galaxy build + install" bash tests/build-install.sh
 step "execution environment" python tests/ee/check_context.py
 step "docs site" bash -c 'python tests/docs/build_site.py && python tests/docs/check_site.py build/docs'
 pytest_step integration tests/integration
+# Every runnable shell block of README.md and docs/*.md against a lab instance, one step per doc.
+mapfile -t runnable_docs < <(python tests/docs/doc_blocks.py --runnable-docs)
+[ "${#runnable_docs[@]}" -gt 0 ] || step "doc commands (no runnable doc found)" false
+for doc in "${runnable_docs[@]}"; do
+  pytest_step "doc-commands-$(basename "$doc" .md)" "tests/docs/test_doc_commands.py::test_runnable_blocks_of_doc_run_against_the_lab[$doc]"
+done
 for dir in molecule/*/; do
   scenario=$(basename "$dir")
   [ -f "molecule/$scenario/molecule.yml" ] || continue

@@ -103,6 +103,15 @@ def page_name(stem):
     return re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")
 
 
+def link_guides(text, stems):
+    """Markdown links between guides ([x](fleet.md#anchor), right on a forge) aimed at their site pages."""
+    def repl(m):
+        if m.group("stem") not in stems:
+            return m.group(0)
+        return "](/docsite/%s.rst%s)" % (page_name(m.group("stem")), m.group("frag") or "")
+    return re.sub(r"\]\((?:\./)?(?P<stem>[A-Za-z0-9_.-]+)\.md(?P<frag>#[^)\s]*)?\)", repl, text)
+
+
 def write_extra_docs(coll, guide_list, changelog_rst):
     """docs/docsite/extra-docs.yml + rst/*.rst of the staged copy (the tree has no docs/docsite)."""
     rst_dir = os.path.join(coll, "docs", "docsite", "rst")
@@ -185,8 +194,12 @@ def build(out):
          "collection", "--use-current", "--squash-hierarchy", "--fail-on-error", "--cleanup", "everything",
          "--dest-dir", rst, FQCN], env=env)
     os.makedirs(os.path.join(rst, "_guides"))
+    stems = {stem for stem, _path, _title in guide_list}
     for stem, path, _title in guide_list:
-        shutil.copy2(path, os.path.join(rst, "_guides", stem + ".md"))
+        with open(path, encoding="utf-8") as fh:
+            text = link_guides(fh.read(), stems)
+        with open(os.path.join(rst, "_guides", stem + ".md"), "w", encoding="utf-8") as fh:
+            fh.write(text)
     run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q", "-c",
          os.path.join(HERE, "site"), rst, out], env=env)
     log("built %s (open %s)" % (out, os.path.join(out, "index.html")))

@@ -107,7 +107,10 @@ def module_options(path):
         tree = ast.parse(fh.read(), path)
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "DOCUMENTATION" for t in node.targets):
-            doc = yaml.safe_load(ast.literal_eval(node.value)) or {}
+            try:
+                doc = yaml.safe_load(ast.literal_eval(node.value)) or {}
+            except (ValueError, yaml.YAMLError) as exc:
+                raise ValueError("DOCUMENTATION does not parse: %s" % str(exc).splitlines()[0]) from exc
             return sorted((doc.get("options") or {}).keys())
     return None
 
@@ -146,7 +149,11 @@ def check(site, top=TOP):
         page = page_ok("%s_module.html" % name, "module %s" % name)
         if page is None:
             continue
-        options = module_options(path)
+        try:
+            options = module_options(path)
+        except ValueError as exc:
+            problems.append("module %s: %s" % (name, exc))
+            continue
         if options is None:
             problems.append("module %s: no DOCUMENTATION in %s" % (name, os.path.relpath(path, top)))
         for opt in options or []:
