@@ -18,9 +18,11 @@ def _docker_ok():
 
 @pytest.fixture(scope="session")
 def lab():
-    """The lab module; skips (with the reason) when no Docker engine is reachable."""
+    """The lab module. No Docker engine is a FAILURE, never a skip: a suite that cannot reach its lab
+    proves nothing, and must not look green."""
     if not _docker_ok():
-        pytest.skip("no Docker engine: run `make setup` (tests/lab/engine.sh) first")
+        pytest.fail("no Docker engine reachable (`docker info` failed): the lab tests cannot run. Start it with "
+                    "`make setup` (tests/lab/engine.sh), or check DOCKER_HOST.", pytrace=False)
     import lab as lab_module  # noqa: PLC0415
 
     lab_module.images()

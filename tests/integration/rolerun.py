@@ -63,3 +63,13 @@ def wipe(inst):
     inst.compose("down", "-v", check=False)
     shutil.rmtree(inst.db_data_location, ignore_errors=True)
     shutil.rmtree(inst.upload_location, ignore_errors=True)
+
+
+def run_play(inventory, play_text, tmp_path, *extra, timeout=600):
+    """Run an ad-hoc play (text) against the inventory, as a user's own playbook would use the roles."""
+    path = os.path.join(str(tmp_path), "play-%s.yml" % os.urandom(3).hex())
+    with open(path, "w") as fh:
+        fh.write(play_text)
+    res = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, path] + list(extra),
+                         capture_output=True, text=True, env=env(), timeout=timeout, check=False)
+    return res.returncode, res.stdout + res.stderr

@@ -1,9 +1,18 @@
 """db_dump / db_restore on PG 17 (pgvector), and PG 17 -> PG 15 refused before a byte is sent."""
-import os
+import hashlib
+import json
 
 import pytest
 from lab_helpers import instance, public_tables, reset_db, schema, teardown
 from modrun import run_module
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -56,4 +65,5 @@ def test_pg17_dump_into_pg15_refused_naming_both(lab, cluster_dump):
         assert public_tables(old) == []
     finally:
         teardown(old)
-    assert os.path.exists(cluster_dump["path"])
+    with open(cluster_dump["manifest_path"]) as fh:  # the refused dump is left exactly as it was
+        assert _sha256(cluster_dump["path"]) == json.load(fh)["sha256"]

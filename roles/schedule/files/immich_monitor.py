@@ -15,7 +15,10 @@ import json
 import os
 import sys
 
-LIB = os.environ.get("HOMELAB_IMMICH_LIB", os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# the engine: the zip the schedule role installs beside this file (or a folder holding ansible_collections/)
+LIB = os.environ.get("HOMELAB_IMMICH_LIB") or (os.path.join(HERE, "homelab_immich_engine.zip")
+                                               if os.path.exists(os.path.join(HERE, "homelab_immich_engine.zip")) else HERE)
 sys.path.insert(0, LIB)
 
 from ansible_collections.homelab.immich.plugins.module_utils import monitor  # noqa: E402
