@@ -62,6 +62,7 @@ FEATURES = (
     ("subfolder_syntax", (0, 16, 0), "<snapshot>:<subfolder> in restore/dump/ls"),
     ("restore_json", (0, 16, 0), "restore --json status and summary lines"),
     ("sftp_args", (0, 16, 1), "-o sftp.args"),
+    ("repair_packs", (0, 16, 1), "repair packs salvages a damaged pack (rebuild-index and a manual delete before)"),
     ("exit_codes", (0, 17, 0), "exit 10 = no repository, 11 = locked"),
     ("ls_message_type", (0, 17, 0), "ls --json lines carry message_type (struct_type only before)"),
     ("stdin_from_command", (0, 17, 0), "backup --stdin-from-command"),
@@ -497,21 +498,20 @@ def classify(rc, text, features=None):
     reason = None
     if rc in _EXIT_CODES and (features.get("exit_codes") or rc != 12 or features.get("exit_code_password")):
         reason = _EXIT_CODES[rc]
-    if rc == 130 or (isinstance(rc, int) and rc < 0):
-        reason = reason or "interrupted"  # restic's exit on SIGINT, or killed by a signal
-    if reason is None:
-        for name, pattern in _CLASSES:
-            if any(re.search(pattern, ln, re.IGNORECASE) for ln in lines):
-                reason = name
-                break
+    if reason is None and (rc == 130 or (isinstance(rc, int) and rc < 0)):
+        reason = "interrupted"  # restic's exit on SIGINT, or killed by a signal
+    hit = None
+    for name, pattern in _CLASSES:
+        if reason is not None and name != reason:
+            continue
+        found = [ln for ln in lines if re.search(pattern, ln, re.IGNORECASE)]
+        if found:
+            reason = name
+            hit = next((ln for ln in found if ln.startswith("Fatal:")), found[-1])
+            break
     reason = reason or "failed"
-    pattern = dict((n, p) for n, p in reversed(_CLASSES)).get(reason)
-    detail = None
     fatal = [ln for ln in lines if ln.startswith("Fatal:") or ln.startswith("{")]
-    if pattern:
-        hits = [ln for ln in lines if re.search(pattern, ln, re.IGNORECASE)]
-        detail = next((ln for ln in hits if ln.startswith("Fatal:")), hits[-1] if hits else None)
-    detail = detail or (fatal[-1] if fatal else (lines[-1] if lines else "exit code %s" % rc))
+    detail = hit or (fatal[-1] if fatal else (lines[-1] if lines else "exit code %s" % rc))
     obj = parse_json_line(detail)
     if obj and obj.get("message"):
         detail = obj["message"].splitlines()[0]
@@ -557,9 +557,10 @@ class SnapshotProof(object):
     - files/...: against files.manifest.tsv (merge join: both are in path-component order);
     - db/<dump>: against the dump's manifest (bytes);
     - everything else (set.json, instance.json, the manifest, compose/): against the set folder.
-    Memory stays flat with the number of originals."""
+    Memory stays flat with the number of originals. A manifest that is not in that order (not
+    written by this collection) is compared with ``ordered=False``: held in memory instead."""
 
-    def __init__(self, set_dir):
+    def __init__(self, set_dir, ordered=True):
         self.set_dir = set_dir
         self.expected = 0
         self.seen = 0
@@ -575,7 +576,12 @@ class SnapshotProof(object):
         path = os.path.join(set_dir, FILES_MANIFEST)
         self._manifest = _manifest_entries(path) if os.path.exists(path) else iter(())
         self._next = None
-        self._advance()
+        self._held = None
+        if ordered:
+            self._advance()
+        else:
+            self._held = dict((rel, size) for _key, rel, size in self._manifest)
+            self.expected = len(self._held)
 
     @staticmethod
     def _small_files(set_dir):
@@ -624,6 +630,15 @@ class SnapshotProof(object):
         size = int(obj.get("size") or 0)
         self.seen += 1
         self.bytes += size
+        if rel.startswith("files/") and self._held is not None:
+            want = self._held.pop(rel[len("files/"):], None)
+            if want is None:
+                self.extra += 1
+                self._example("extra %s" % rel)
+            elif want != size:
+                self.mismatched += 1
+                self._example("size of %s: %d in the snapshot, %d in the manifest" % (rel, size, want))
+            return
         if rel.startswith("files/"):
             key = _key(rel[len("files/"):])
             if self._last_key is not None and key < self._last_key:
@@ -652,6 +667,9 @@ class SnapshotProof(object):
             self._example("size of %s: %d in the snapshot, %s in the set" % (rel, size, expect))
 
     def finish(self):
+        for rel in sorted(self._held or {}):
+            self.missing += 1
+            self._example("missing files/%s" % rel)
         while self._next is not None:
             self.missing += 1
             self._example("missing files/%s" % self._next[1])
@@ -1000,9 +1018,15 @@ class ResticTarget(Target):
     def _error(self, op, rc, text, killed=None, reason=None, **facts):
         """TargetError for a failed restic command: names the repository, what failed, what it means
         for the backups, and what to do."""
-        got, detail = classify(rc, text, self.features if self._version else {})
+        features = self.features if self._version else {}
+        if killed:
+            # we stopped restic (it kept retrying): the retry line says why, not the exit code of SIGINT
+            got, _line = classify(None, killed, features)
+            got, detail = ("unreachable" if got in ("failed", "interrupted") else got), killed
+        else:
+            got, detail = classify(rc, text, features)
         reason = reason or got
-        detail = self._scrub(killed or detail)
+        detail = self._scrub(detail)
         label = self.label
         kind = repository_kind(self.repository)
         how_reach = {
@@ -1027,9 +1051,8 @@ class ResticTarget(Target):
                     "the credential that may delete) and run again" % detail,
             "appendonly": APPEND_ONLY_NOTE,
             "corrupt": "the repository holds damaged data (%s). Do not restore from it until `restic -r '%s' check "
-                       "--read-data` passes: run it, then `restic repair packs <ids>` and `restic repair snapshots` "
-                       "as restic's troubleshooting guide says; the next backup re-uploads what is missing" % (
-                           detail, self.repo_label),
+                       "--read-data` passes: run it, then %s, as restic's troubleshooting guide says; the next backup "
+                       "re-uploads what is missing" % (detail, self.repo_label, self._repair_advice()),
             "permission": "restic has no permission on the repository (%s): check the owner and mode of its "
                           "folder on the storage side" % detail,
             "interrupted": "restic was interrupted (%s); nothing was stored by it, the next run starts again" % detail,
@@ -1039,6 +1062,13 @@ class ResticTarget(Target):
         if reason not in ("unreachable", "full", "corrupt", "permission", "interrupted", "failed"):
             msg += " (restic said: %s)" % detail
         return TargetError(msg, reason=reason, detail=detail, **facts)
+
+    def _repair_advice(self):
+        features = self.features if self._version else {}
+        if features.get("repair_packs"):
+            return "`restic repair packs <ids check named>` and `restic repair snapshots --forget`"
+        return ("remove the damaged pack files check named from the repository's data/ folder, `restic "
+                "rebuild-index`, and run the backup again (restic 0.16.1+ has `restic repair packs`)")
 
     def _auth_text(self, detail):
         if re.search(r"\b401\b|Unauthorized", detail or "", re.IGNORECASE):
@@ -1306,15 +1336,20 @@ class ResticTarget(Target):
 
     def prove(self, snapshot_id, set_dir):
         """Stream ``restic ls --json`` of the snapshot and compare every file with the set's manifests."""
-        proof = SnapshotProof(set_dir)
+        for ordered in (True, False):
+            proof = SnapshotProof(set_dir, ordered=ordered)
 
-        def on_stdout(line):
-            obj = parse_json_line(line)
-            if obj is not None:
-                proof.node(obj)
-        res = self._exec(ls_argv(snapshot_id), on_stdout=on_stdout)
-        self._check_failed("listing snapshot %s" % snapshot_id[:8], res)
-        return proof.finish()
+            def on_stdout(line, proof=proof):
+                obj = parse_json_line(line)
+                if obj is not None:
+                    proof.node(obj)
+            res = self._exec(ls_argv(snapshot_id), on_stdout=on_stdout)
+            self._check_failed("listing snapshot %s" % snapshot_id[:8], res)
+            result = proof.finish()
+            if not result["unordered"]:
+                break
+        result["ordered_merge"] = ordered
+        return result
 
     # -- retention --------------------------------------------------------------------------------
     def append_only(self):
