@@ -199,7 +199,7 @@ def main(argv=None):
     problems = check(site)
     for p in problems:
         print("docs site: " + p)
-    n_pages = sum(1 for _ in html_files(site)) if os.path.isdir(site) else 0
+    n_pages = len(list(html_files(site))) if os.path.isdir(site) else 0
     print("docs site: %d pages, %d modules, %d roles, %d guides: %s" % (
         n_pages, len(expected_modules(TOP)), len(expected_roles(TOP)), len(guides(TOP)),
         "%d problem(s)" % len(problems) if problems else "every page present, no broken internal link"))
