@@ -1192,7 +1192,7 @@ class ResticTarget(Target):
                 if self.remove_stale_locks():
                     continue
             if time.monotonic() >= deadline or self.features["retry_lock"]:
-                owners = [lk for lk in self.locks()]
+                owners = self.locks()
                 named = "; ".join(describe_lock(x) for x in owners) or "a lock that went away meanwhile"
                 raise TargetError(
                     "%s: %s waited %ds for the repository lock and gave up: held by %s. Nothing of "
@@ -1260,7 +1260,7 @@ class ResticTarget(Target):
         inst = read_json(os.path.join(set_dir, "instance.json")) or {}
         pg = inst.get("pg_major") or set_info.get("pg_major")
         if pg in (None, "") and set_info.get("server_version"):
-            pg = str(set_info["server_version"]).split(".")[0]
+            pg = str(set_info["server_version"]).split(".", 1)[0]
         tags = set_tags(self.instance_name, set_id, set_info.get("immich_version") or inst.get("immich_version"), pg)
         held = self.sets()
         parent = self._parent(held, previous or set_info.get("previous"))
@@ -1608,5 +1608,3 @@ def _rest_refuses_delete(url, cacert=None, timeout=10):
         return exc.code == 403
     except (urlerror.URLError, OSError, ValueError):
         return False
-
-
