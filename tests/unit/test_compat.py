@@ -480,7 +480,7 @@ def test_target_facts_through_docker_exec(monkeypatch, tmp_path):
     assert facts["available_extensions"] == {"vchord": "0.4.3", "vector": "0.8.0", "cube": "1.5"}
     assert facts["shared_preload_libraries"] == "vchord.so" and facts["roles"] == ["pg_monitor", "postgres"]
     assert facts["cluster_bytes"] == 123456789 and facts["free_bytes"] > 0  # statvfs of the parent that exists
-    assert calls == [["docker", "exec", "immich_postgres", "psql", "--version"]]
+    assert calls == [[dx.DOCKER, "exec", "immich_postgres", "psql", "--version"]]
 
 
 def test_image_version_without_a_running_server(monkeypatch):

@@ -293,7 +293,7 @@ def test_schema_prefers_current_table_and_none_without_assets():
 
 def test_rows_argv_is_argv_only_and_keeps_the_password_out():
     argv = proof.asset_rows_argv("immich_postgres", "postgres", "immich", "SELECT 1;", password="s3cret")
-    assert argv[:5] == ["docker", "exec", "-e", "PGPASSWORD", "immich_postgres"]
+    assert argv[:5] == [proof.dx.DOCKER, "exec", "-e", "PGPASSWORD", "immich_postgres"]
     assert "s3cret" not in " ".join(argv)
     for flag in ("-A", "-t", "-z", "-0", "ON_ERROR_STOP=1", "SET bytea_output = hex", "SELECT 1;"):
         assert flag in argv
