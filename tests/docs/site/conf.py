@@ -3,9 +3,10 @@
 Written for an offline build: no intersphinx inventories are fetched, the guides (docs/*.md) are
 Markdown read by MyST, and every warning is an error (the build runs with -W).
 """
+from docutils import nodes
 
 project = "homelab.immich"
-copyright = "homelab.immich developers"  # noqa: A001  (Sphinx's own name for it)
+copyright = "homelab.immich developers"
 title = "homelab.immich"
 html_short_title = "homelab.immich"
 
@@ -49,8 +50,6 @@ myst_enable_extensions = ["colon_fence"]
 
 def ansible_refs(app, env, node, contnode):
     """missing-reference: a label of Ansible's own documentation becomes a link to its page there."""
-    from docutils import nodes  # noqa: PLC0415  (Sphinx imports conf.py before its extensions)
-
     target = node.get("reftarget", "")
     if node.get("refdomain") not in ("std", None, "") or target not in ANSIBLE_LABELS:
         return None
