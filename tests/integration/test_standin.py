@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from api_seed import multipart, png
@@ -95,13 +96,31 @@ def sha1(data):
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
+@pytest.fixture(scope="module")
+def shared(lab):
+    """The three shared instances, brought up side by side (most of an `up` is waiting)."""
+    specs = {"s15": dict(name="sti15", pg=15), "s17": dict(name="sti17", pg=17, seed="small"),
+             "s130": dict(name="sti130", pg=15, immich_version="v1.130.3", seed="small")}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {key: pool.submit(_up, lab, **spec) for key, spec in specs.items()}
+    done = {}
+    try:
+        for key, fut in futures.items():
+            done[key] = fut.result()
+    except BaseException:
+        for inst in done.values():
+            _teardown(inst)
+        raise
+    yield done
+    for inst in done.values():
+        _teardown(inst)
+
+
 # ---- PG 15 (no vector extension: the lab's LAB_ALLOW_NO_VECTOR mode) ----------------------------------
 
 @pytest.fixture(scope="module")
-def s15(lab):
-    inst = _up(lab, "sti15", pg=15)
-    yield inst
-    _teardown(inst)
+def s15(shared):
+    return shared["s15"]
 
 
 def test_first_boot_migrates_sets_flags_and_markers(s15):
@@ -418,10 +437,8 @@ def test_a_migration_this_version_does_not_know_stops_the_boot(s15):
 # ---- PG 17 (pgvector) ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def s17(lab):
-    inst = _up(lab, "sti17", pg=17, seed="small")
-    yield inst
-    _teardown(inst)
+def s17(shared):
+    return shared["s17"]
 
 
 def index_defs(inst):
@@ -469,10 +486,8 @@ def test_db_vector_extension_names_an_extension_the_image_lacks(s17):
 # ---- Immich <= 1.136 naming ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def s130(lab):
-    inst = _up(lab, "sti130", pg=15, immich_version="v1.130.3", seed="small")
-    yield inst
-    _teardown(inst)
+def s130(shared):
+    return shared["s130"]
 
 
 def test_old_naming_schema_paths_and_mount(s130):

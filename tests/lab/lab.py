@@ -361,12 +361,13 @@ class Instance:
         return data
 
     def wait_healthy(self, timeout=120):
+        """Until the server runs and answers pong (it listens only once its boot is through)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.server_state()
-            if (state.get("Health") or {}).get("Status") == "healthy" and self.ping():
+            if state.get("Status") == "running" and self.ping():
                 return state
-            time.sleep(0.5)
+            time.sleep(0.2)
         raise RuntimeError("%s not healthy after %ss:\n%s" % (self.server, timeout, self.server_logs()[-3000:]))
 
     def wait_server_exit(self, timeout=60, restarts=None):

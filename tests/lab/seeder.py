@@ -214,15 +214,17 @@ def seed(inst, size="small", rng_seed=1):
     video_sql = ("UPDATE assets SET \"encodedVideoPath\" = 'upload/encoded-video/' || \"ownerId\" || '/' || "
                  "substr(id::text, 1, 2) || '/' || substr(id::text, 3, 2) || '/' || id || '.mp4' WHERE type = 'VIDEO';"
                  if old else "")
+    thumbs_sql = ('CASE WHEN EXISTS (SELECT 1 FROM asset_files f WHERE f."assetId" = a.id AND f.type = \'preview\') '
+                  "THEN now() END")
     status_cols = '"assetId", "metadataExtractedAt"' + (', "previewAt", "thumbnailAt"' if old else "")
-    status_vals = "a.id, now()" + (", now(), now()" if old else "")
+    # metadata extracted for every asset; <= 1.136 also stamps the thumbnails (only where there are some)
+    status_vals = "a.id, now()" + ((", %s, %s" % ((thumbs_sql,) * 2)) if old else "")
     inst.psql("""
         UPDATE %(exif)s e SET make = 'LabCam', model = 'Model ' || (abs(hashtext(e."assetId"::text)) %% 7),
                latitude = 48 + random(), longitude = 2 + random(), city = 'Paris', country = 'France',
                description = 'seeded ' || e."assetId", "dateTimeOriginal" = a."fileCreatedAt", "timeZone" = 'UTC'
           FROM %(asset)s a WHERE a.id = e."assetId";
-        INSERT INTO asset_job_status (%(status_cols)s)
-          SELECT %(status_vals)s FROM %(asset)s a WHERE EXISTS (SELECT 1 FROM %(file)s f WHERE f."assetId" = a.id);
+        INSERT INTO asset_job_status (%(status_cols)s) SELECT %(status_vals)s FROM %(asset)s a;
         UPDATE %(asset)s SET thumbhash = decode(md5(id::text), 'hex')
           WHERE EXISTS (SELECT 1 FROM %(file)s f WHERE f."assetId" = %(asset)s.id AND f.type = 'preview');
         INSERT INTO smart_search ("assetId", embedding)

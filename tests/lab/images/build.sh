@@ -91,7 +91,7 @@ server=$(derive server "$bookworm" images/server.py:/usr/local/bin/immich-standi
   immich_schema.sql:/usr/local/share/immich_schema.sql immich_schema_v1130.sql:/usr/local/share/immich_schema_v1130.sql -- \
   'ENTRYPOINT ["python3", "/usr/local/bin/immich-standin"]' 'CMD []' 'EXPOSE 2283' 'WORKDIR /usr/src/app' \
   'ENV IMMICH_PORT=2283' \
-  'HEALTHCHECK --interval=2s --timeout=5s --start-period=5s --retries=30 CMD ["python3", "/usr/local/bin/immich-standin", "healthcheck"]')
+  'HEALTHCHECK --interval=1s --timeout=5s --start-period=5s --retries=60 CMD ["python3", "/usr/local/bin/immich-standin", "healthcheck"]')
 redis=$(derive redis "$bookworm" -- 'ENTRYPOINT ["redis-server", "--save", "", "--protected-mode", "no"]' 'CMD []')
 sshhost=$(derive sshhost "$bookworm" images/sshhost-entrypoint.sh:/usr/local/bin/sshhost-entrypoint.sh -- 'ENTRYPOINT ["/usr/local/bin/sshhost-entrypoint.sh"]' 'CMD []')
 dumper=$(derive dumper "$bookworm" dumper/dumper.py:/usr/local/bin/dumper -- 'ENTRYPOINT ["python3", "/usr/local/bin/dumper"]' 'CMD []')
