@@ -698,3 +698,12 @@ def test_describe_names_version_and_features():
     d = target(runner=FakeRunner(version="0.16.4")).describe()
     assert d["kind"] == "restic" and d["version"] == "0.16.4" and "retry_lock" in d["features"]
     assert "exit_codes" not in d["features"]
+
+
+def test_parent_is_the_same_set_then_the_previous_then_the_newest():
+    held = R.group_sets([snap("a", "20261201T020000Z", "2026-12-01T02:10:00Z"),
+                         snap("b", "20261202T020000Z", "2026-12-02T02:10:00Z")], "home")
+    assert R.ResticTarget._parent(held, "20261202T020000Z", "20261201T020000Z") == "b" * 64  # sent again
+    assert R.ResticTarget._parent(held, "20261203T020000Z", "20261201T020000Z") == "a" * 64
+    assert R.ResticTarget._parent(held, "20261203T020000Z", None) == "b" * 64
+    assert R.ResticTarget._parent([], "20261203T020000Z", None) is None

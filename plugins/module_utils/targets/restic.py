@@ -1243,11 +1243,15 @@ class ResticTarget(Target):
         """This instance's sets in the repository (snapshots tagged instance:<name>), oldest first."""
         return group_sets(self._snapshot_list(), self.instance_name)
 
-    def _parent(self, held, previous):
-        if previous:
-            for entry in held:
-                if entry["set_id"] == previous:
-                    return entry["info"]["snapshot_id"]
+    @staticmethod
+    def _parent(held, set_id, previous):
+        """The snapshot restic compares with: this set's own (a set sent again), else the previous set's,
+        else the instance's newest. Explicit: the set folder's path changes every night, so restic's own
+        choice (same paths) would find none and read every file."""
+        by_set = dict((e["set_id"], e["info"]["snapshot_id"]) for e in held)
+        for sid in (set_id, previous):
+            if sid and sid in by_set:
+                return by_set[sid]
         return held[-1]["info"]["snapshot_id"] if held else None
 
     def send(self, set_dir, set_info, previous=None, progress=None):
@@ -1263,7 +1267,7 @@ class ResticTarget(Target):
             pg = str(set_info["server_version"]).split(".", 1)[0]
         tags = set_tags(self.instance_name, set_id, set_info.get("immich_version") or inst.get("immich_version"), pg)
         held = self.sets()
-        parent = self._parent(held, previous or set_info.get("previous"))
+        parent = self._parent(held, set_id, previous or set_info.get("previous"))
         state = {"moved": time.monotonic(), "summary": None, "errors": [], "last": None}
         on_err, tick = self._stall_watch(state)
 
