@@ -171,8 +171,8 @@ def main():
     inst["pg_major"] = dump_format.major_of(inst["postgres_version"])
     result = dict(changed=False, instance=inst)
     if p["reset_guard_path"] or p["check_reset"]:
-        result["reset_refusals"] = guards.reset_guard(inst, p["reset_guard_path"] or inst["db_data_location"],
-                                                      p["allow_outside_project"])
+        result["reset_refusals"] = guards.reset_guard(
+            inst, p["reset_guard_path"] or inst["db_data_location"] or inst.get("db_data_env"), p["allow_outside_project"])
     if p["check_originals"]:
         try:
             cov = guards.coverage(inst, inst["upload_location"], immich.ORIGINAL_FOLDERS)

@@ -1,5 +1,4 @@
 """Acceptance tests of the backup/restore roles that are simplest from pytest (issue 4)."""
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from modrun import run_module  # noqa: E402
-from rolerun import env, playbook_argv, report, run_playbook, sets, wipe, write_inventory  # noqa: E402
+from rolerun import env, playbook_argv, report, rows_after_restore, run_playbook, sets, wipe, write_inventory  # noqa: E402
+
+from ansible_collections.homelab.immich.plugins.module_utils import lock  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +28,12 @@ def test_second_backup_of_unchanged_instance_copies_nothing_and_shares_inodes(sh
     rc, out = run_playbook(inv, "backup")
     assert rc == 0, out[-4000:]
     first = report(tmp_path, "backup")
-    assert first["files_transferred"] > 100
+    assert first["files"]["copied"] > 100
     rc, out = run_playbook(inv, "backup")
     assert rc == 0, out[-4000:]
     second = report(tmp_path, "backup")
-    assert second["files_transferred"] == 0, "rsync copied originals of an unchanged instance"
-    assert second["files"] == first["files"]
+    assert second["files"]["copied"] == 0, "originals of an unchanged instance were copied again"
+    assert second["files"]["files"] == first["files"]["files"] == second["files"]["linked"]
     a, b = first["set_dir"], second["set_dir"]
     for rel in ("files/profile", "files/upload"):
         for root, _dirs, names in os.walk(os.path.join(b, rel)):
@@ -69,52 +70,31 @@ def test_corrupted_set_fails_before_compose_down(shared_instance, tmp_path):
     rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
     assert rc != 0
     assert "failed verification" in out and "checksum differs" in out
-    assert "6. Stop the instance and remove its containers" not in out
     assert shared_instance.ping(), "the running instance must still answer pong"
     again = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", shared_instance.server],
                            capture_output=True, text=True, check=True).stdout
     assert again == started, "immich-server was restarted by a refused restore"
 
 
-def test_two_backups_at_once_one_runs_the_other_meets_the_lock(shared_instance, tmp_path):
+def test_a_held_lock_refuses_naming_its_holder_and_a_waiting_run_gets_it(shared_instance, tmp_path):
+    """Contention made certain: this test holds the instance's lock the way a running backup does."""
     inv = write_inventory(tmp_path, shared_instance)
-    procs = [subprocess.Popen(playbook_argv(inv, "backup"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=env()) for _attempt in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    rcs = [p.returncode for p in procs]
-    assert 0 in rcs, outs
-    for rc, out in zip(rcs, outs):
-        if rc != 0:
-            assert "Another backup of this instance is running" in out, out[-3000:]
-    # whatever happened, every promoted set verifies and no partial set is left as a set
-    for sid in sets(tmp_path, shared_instance.name):
-        with open(os.path.join(str(tmp_path), "backups", shared_instance.name, sid, "set.json")) as fh:
-            assert json.load(fh)["status"] == "verified"
-
-
-def test_lock_held_by_a_live_process_refuses_then_waits(shared_instance, tmp_path):
-    inv = write_inventory(tmp_path, shared_instance)
-    root = os.path.join(str(tmp_path), "backups", shared_instance.name)
-    os.makedirs(root, mode=0o700)
-    lock = os.path.join(root, ".lock")
-    with open(lock, "w") as fh:
-        json.dump({"pid": os.getpid(), "host": os.uname()[1], "started": time.time(), "run_id": "test"}, fh)
-    rc, out = run_playbook(inv, "backup")
-    assert rc != 0 and "Another backup of this instance is running" in out
-    assert sets(tmp_path, shared_instance.name) == []
-    # a waiting run gets the lock once the holder is gone
-    proc = subprocess.Popen(playbook_argv(inv, "backup", "-e", "immich_backup_lock_wait_seconds=120"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
-    time.sleep(3)  # let it reach the lock; the assertion below does not depend on this timing
-    os.unlink(lock)
+    lock_path = os.path.join(str(tmp_path), "backups", shared_instance.name, lock.LOCK_NAME)
+    held = lock.Lock(lock_path).acquire(lock.holder_record("nightly-1", "scheduled backup"))
+    try:
+        rc, out = run_playbook(inv, "backup")
+        assert rc != 0 and "Another backup of this instance is running" in out and "nightly-1" in out, out[-3000:]
+        assert "pid %d" % os.getpid() in out
+        assert sets(tmp_path, shared_instance.name) == []
+        proc = subprocess.Popen(playbook_argv(inv, "backup", "-e", "immich_backup_lock_wait_seconds=300"),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
+        time.sleep(3)
+        assert proc.poll() is None, "the waiting run ended while the lock was held"
+    finally:
+        held.release()
     out = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, out[-3000:]
     assert len(sets(tmp_path, shared_instance.name)) == 1
-    # a lock whose process is dead is stale and broken
-    with open(lock, "w") as fh:
-        json.dump({"pid": 2 ** 22 - 7, "host": os.uname()[1], "started": time.time(), "run_id": "dead"}, fh)
-    rc, out = run_playbook(inv, "backup")
-    assert rc == 0, out[-3000:]
 
 
 def test_restore_into_non_fresh_database_needs_force(shared_instance, tmp_path):
@@ -150,12 +130,13 @@ def test_restore_of_renamed_instance_through_discovery(make_instance, tmp_path):
     wipe(inst)
     rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
     assert rc == 0, out[-4000:]
-    assert inst.row_counts() == before
+    result = report(tmp_path, "restore")
+    assert result["regenerate"]["asset_file_rows_removed"] == 15  # the transcodes: encoded-video/ is not backed up
+    assert inst.row_counts() == rows_after_restore(before, result)
     assert inst.ping()
     stats = inst.stats()
     assert stats["missingCount"] == 0 and stats["assets"] == before["asset"]
-    result = report(tmp_path, "restore")
-    assert result["missing_originals"] == 0
+    assert result["originals"]["missing_originals"] == 0
 
 
 def test_restore_refuses_without_confirm_and_with_unsafe_db_folder(shared_instance, tmp_path):
@@ -184,7 +165,7 @@ def test_restore_with_db_skip_migrations(shared_instance, tmp_path):
     env_now = subprocess.run(["docker", "inspect", "-f", "{{json .Config.Env}}", inst.server],
                              capture_output=True, text=True, check=True).stdout
     assert "DB_SKIP_MIGRATIONS=true" not in env_now
-    assert inst.row_counts() == before
+    assert inst.row_counts() == rows_after_restore(before, report(tmp_path, "restore"))
     assert inst.ping()
 
 
@@ -199,13 +180,34 @@ def test_stop_server_consistency_always_restarts_the_server(shared_instance, tmp
     before = started()
     rc, out = run_playbook(inv, "backup")
     assert rc == 0, out[-4000:]
-    assert "Stop immich-server" in out and started() != before
-    assert inst.ping()
+    steps = [s["name"] for s in report(tmp_path, "backup")["steps"]]
+    assert steps.index("stop server") < steps.index("dump") < steps.index("originals") < steps.index("start server")
+    assert started() != before and inst.ping()
     # a failure while the server is stopped (the dump fails: no such role) still starts it again
     before = started()
     rc, out = run_playbook(inv, "backup", "-e", '{"immich_overrides": {"db_user": "nobody"}}')
     assert rc != 0
-    assert "Start immich-server again" in out
+    failed = report(tmp_path, "backup")
+    assert failed["failed_step"] == "dump" and [s["status"] for s in failed["steps"] if s["name"] == "start server"] == ["ok"]
     assert started() != before
     assert inst.ping()
     assert len(sets(tmp_path, inst.name)) == 1  # the failed run promoted nothing, pruned nothing
+
+
+def test_restore_refuses_a_db_folder_the_database_does_not_mount(make_instance, tmp_path):
+    """Issue 9: a compose model whose database service mounts nothing at PG_DATA, with DB_DATA_LOCATION in .env."""
+    inst = make_instance(pg=15, seed="small", name="r15-unm-" + os.urandom(3).hex())
+    inv = write_inventory(tmp_path, inst)
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-4000:]
+    with open(inst.compose_file) as fh:
+        text = fh.read()
+    with open(inst.compose_file, "w") as fh:
+        fh.write(text.replace("      - ${DB_DATA_LOCATION}:/var/lib/postgresql/data\n", "      - ./unrelated:/srv/unrelated\n"))
+    keep = os.path.join(inst.db_data_location, "PG_VERSION")
+    assert os.path.exists(keep)
+    rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
+    assert rc != 0
+    assert "Refusing to reset DB_DATA_LOCATION" in out and "/var/lib/postgresql/data" in out
+    assert inst.db_data_location in out, out[-3000:]
+    assert os.path.exists(keep) and inst.ping()  # the folder untouched, the instance running
