@@ -127,6 +127,7 @@ def test_round_trip_unchanged_night_reads_nothing(kind, version, tmp_path, reque
     with pytest.raises(TargetError) as exc:
         make_target(tmp_path, repo, restic).check()
     assert exc.value.reason == "missing" and "init: true" in str(exc.value)
+    print("user sees: %s" % exc.value)
     made = make_target(tmp_path, repo, restic, init=True).check()
     assert made["initialized"] is True and made["repository_version"] == 2
     target = make_target(tmp_path, repo, restic, init=True)
@@ -213,6 +214,7 @@ def test_wrong_password_then_right_one(rest, tmp_path):
     with pytest.raises(TargetError) as exc:
         bad.check()
     assert exc.value.reason == "auth"
+    print("user sees: %s" % exc.value)
     assert "this password does not open it" in str(exc.value) and "password_file" in str(exc.value)
     assert "not the password" not in str(exc.value)
     # the REST server's own credentials wrong: another message
@@ -220,6 +222,7 @@ def test_wrong_password_then_right_one(rest, tmp_path):
     with pytest.raises(TargetError) as exc:
         wrong_url.check()
     assert exc.value.reason == "auth" and "HTTP 401" in str(exc.value) and "wrong-rest-pw" not in str(exc.value)
+    print("user sees: %s" % exc.value)
     # nothing lost, the next run with the right password works
     assert [h["set_id"] for h in good.sets()] == ["20261201T020000Z"]
     assert good.send(s2["set_dir"], s2["set_info"])["verified"]
@@ -230,6 +233,7 @@ def test_repository_missing_is_not_created_unless_asked(tmp_path):
     with pytest.raises(TargetError) as exc:
         make_target(tmp_path, repo, NEW).check()
     assert exc.value.reason == "missing"
+    print("user sees: %s" % exc.value)
     assert "no restic repository at this location" in str(exc.value) and "init: true" in str(exc.value)
     assert not os.path.exists(repo)
     assert make_target(tmp_path, repo, NEW, init=True).check()["initialized"]
@@ -246,6 +250,7 @@ def test_unreachable_hosts_fail_fast_then_work(sftp_host, tmp_path):
         with pytest.raises(TargetError) as exc:
             make_target(tmp_path, spec, NEW).check()
         assert exc.value.reason == "unreachable" and time.monotonic() - t0 < 20
+        print("user sees: %s" % exc.value)
         assert "cannot be reached" in str(exc.value) and "ssh" in str(exc.value)
     finally:
         sftp_host.start_again()
@@ -255,6 +260,7 @@ def test_unreachable_hosts_fail_fast_then_work(sftp_host, tmp_path):
     with pytest.raises(TargetError) as exc:
         make_target(tmp_path, "rest:http://127.0.0.1:%d/" % offsite.free_port(), NEW).check()
     assert exc.value.reason == "unreachable" and "connection refused" in str(exc.value)
+    print("user sees: %s" % exc.value)
     assert time.monotonic() - t0 < 15
 
 
@@ -286,6 +292,7 @@ def test_connection_cut_mid_upload_then_next_run_completes(side, tmp_path, reque
             server.start()
     assert cut, "the cut never happened"
     assert exc.value.reason == "unreachable", str(exc.value)
+    print("user sees: %s" % exc.value)
     assert "the next run sends it" in str(exc.value)
     assert target.sets() == []  # no half snapshot
     again = make_target(tmp_path, repo, NEW)
@@ -336,6 +343,7 @@ def test_stale_lock_of_killed_backup_is_removed_and_live_lock_waited_for(version
             nxt.check_repository()
         waited = time.monotonic() - t0
         assert exc.value.reason == "locked" and 3 <= waited < 20
+        print("user sees: %s" % exc.value)
         assert "shared lock" in str(exc.value) and "on %s" % os.uname()[1] in str(exc.value)
         assert "let it finish" in str(exc.value)
         # while that backup runs, ours (a shared lock too) goes on
@@ -364,6 +372,7 @@ def test_corrupted_pack_is_reported_and_never_restored_as_good(rest, tmp_path):
         fh.seek(size // 2)
         fh.write(bytes(b ^ 0xFF for b in block))
     report = target.check_repository("100%")
+    print("check reports: %s" % report["message"])
     assert not report["ok"] and report["reason"] == "corrupt"
     assert os.path.basename(victim) in report["damaged_packs"]
     assert "repair packs" in report["message"]
@@ -371,6 +380,7 @@ def test_corrupted_pack_is_reported_and_never_restored_as_good(rest, tmp_path):
     with pytest.raises(TargetError) as exc:
         target.fetch_set("latest", dest)
     assert exc.value.reason == "corrupt" and "Do not restore from it" in str(exc.value)
+    print("user sees: %s" % exc.value)
     assert not os.path.exists(dest) and not [n for n in os.listdir(str(tmp_path)) if "restic-partial" in n]
     # the advice works: repair, and the next run uploads what was lost and restores byte-identical
     raw(NEW, repo, "--no-cache", "repair", "packs", os.path.basename(victim))
@@ -400,6 +410,7 @@ def test_corrupted_dump_stream_raises_at_the_end(tmp_path):
         stream.read()
     stream.close()
     assert exc.value.reason == "corrupt"
+    print("user sees: %s" % exc.value)
 
 
 @pytest.fixture
@@ -428,6 +439,7 @@ def test_repository_disk_full_then_space_freed(small_disk, tmp_path):
         with pytest.raises(TargetError) as exc:
             target.send(s2["set_dir"], s2["set_info"])
         assert exc.value.reason == "full", str(exc.value)
+        print("user sees: %s" % exc.value)
         assert "storage is full" in str(exc.value) and "existing ones are intact" in str(exc.value)
         assert [h["set_id"] for h in target.sets()] == ["20261201T020000Z"]
         subprocess.run(["mount", "-o", "remount,size=96m", small_disk], check=True)

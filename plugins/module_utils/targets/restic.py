@@ -511,11 +511,24 @@ def classify(rc, text, features=None):
             break
     reason = reason or "failed"
     fatal = [ln for ln in lines if ln.startswith("Fatal:") or ln.startswith("{")]
-    detail = hit or (fatal[-1] if fatal else (lines[-1] if lines else "exit code %s" % rc))
-    obj = parse_json_line(detail)
-    if obj and obj.get("message"):
-        detail = obj["message"].splitlines()[0]
+    detail = _plain(hit or (fatal[-1] if fatal else (lines[-1] if lines else "exit code %s" % rc)))
+    ssh = [ln for ln in lines if ln.startswith("subprocess ssh:") and "Warning: Permanently added" not in ln]
+    if ssh and reason in ("unreachable", "auth") and ssh[-1] != detail:
+        detail = "%s; %s" % (ssh[-1][len("subprocess ssh: "):], detail)
     return reason, detail
+
+
+def _plain(line):
+    """A JSON message line of restic (exit_error, error) as its text."""
+    obj = parse_json_line(line)
+    if not obj:
+        return line
+    if obj.get("message"):
+        return obj["message"].splitlines()[0]
+    err = obj.get("error")
+    if isinstance(err, dict) and err.get("message"):
+        return "%s%s" % ("%s: " % obj["item"] if obj.get("item") else "", err["message"])
+    return line
 
 
 def _manifest_entries(path):
@@ -1435,6 +1448,8 @@ class ResticTarget(Target):
         if not ok:
             out["reason"] = "corrupt" if reason in ("corrupt", "failed") else reason
             out["message"] = str(self._error("check", res.rc, text, reason=out["reason"]))
+            if damaged:
+                out["message"] += " Damaged pack files: %s." % " ".join(damaged)
         return out
 
     # -- restore side -----------------------------------------------------------------------------
