@@ -258,15 +258,14 @@ def discover_instance(project_dir=None, project_name=None, compose_files=None, o
     if not compose_files and env.get("COMPOSE_FILE"):
         # what `docker compose` itself uses in this folder (hwaccel files, a dumper sidecar, ...)
         compose_files = [f for f in env["COMPOSE_FILE"].split(env.get("COMPOSE_PATH_SEPARATOR") or ":") if f]
-    config = load_config(project_dir, compose_files, run=run)
-    inst = discover(config, project_dir, env, overrides)
     if not compose_files:
         # Compose's own default file, named explicitly so that an override can be layered on it
-        for default in DEFAULT_FILES:
-            if os.path.isfile(os.path.join(project_dir, default)):
-                compose_files = [default]
-                break
-    inst["compose_files"] = [os.path.abspath(os.path.join(project_dir, f)) for f in (compose_files or [])]
+        compose_files = [f for f in DEFAULT_FILES if os.path.isfile(os.path.join(project_dir, f))][:1]
+    # relative names are the project's (as COMPOSE_FILE means them), whatever folder we run from
+    compose_files = [os.path.abspath(os.path.join(project_dir, f)) for f in compose_files]
+    config = load_config(project_dir, compose_files, run=run)
+    inst = discover(config, project_dir, env, overrides)
+    inst["compose_files"] = compose_files
     # the argv prefix of every compose command the roles run on this instance (its files named explicitly)
     inst["compose_argv"] = [DOCKER, "compose", "--project-directory", inst["project_dir"]] + \
         ["--file=%s" % f for f in inst["compose_files"]]

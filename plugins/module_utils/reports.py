@@ -90,6 +90,7 @@ def drill_result(host, instance, marks, failure, check, teardown, chosen, source
     leftovers = (teardown or {}).get("leftovers")
     if leftovers is None:
         leftovers = ["teardown did not run"]
+    kept = (teardown or {}).get("kept")
     if leftovers and steps:
         steps[-1].update(status="failed", message="left behind: " + ", ".join(leftovers))
     ok = not failure and not leftovers and bool((check or {}).get("ok", False))
@@ -109,7 +110,7 @@ def drill_result(host, instance, marks, failure, check, teardown, chosen, source
         "error": error, "set_id": (chosen or {}).get("set_id"), "source": source,
         "rto_seconds": rto if ok else None, "rpo_seconds": (check or {}).get("rpo_seconds"),
         "checks": (check or {}).get("checks", []), "files_checked": (check or {}).get("files_checked"),
-        "steps": steps, "leftovers": leftovers,
+        "steps": steps, "leftovers": leftovers, "scratch_kept": kept,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
     }
 
@@ -151,7 +152,10 @@ def drill_lines(result):
     for s in r.get("steps") or []:
         lines.append("  step         %s %s (%s s)%s" % ("ok  " if s["status"] == "ok" else "FAIL", s["name"], s["seconds"],
                                                        ": " + s["message"] if s["message"] else ""))
-    lines.append("  scratch      %s" % ("removed" if not r.get("leftovers") else "LEFT BEHIND: " + ", ".join(r["leftovers"])))
+    if r.get("scratch_kept"):
+        lines.append("  scratch      kept for inspection in %s (immich_drill_keep_scratch)" % r["scratch_kept"])
+    else:
+        lines.append("  scratch      %s" % ("removed" if not r.get("leftovers") else "LEFT BEHIND: " + ", ".join(r["leftovers"])))
     if r["status"] != "ok" and r.get("error"):
         lines.append("  error        %s" % r["error"])
     return lines

@@ -63,6 +63,12 @@ options:
   sample:
     description: Without O(deep), hash this many files chosen at random (or this fraction, when below 1).
     type: float
+  dump_pattern:
+    description:
+      - With O(state=select), choose a lone dump instead of a set - the newest file (symlinks followed) matching this
+        path or glob, such as a dumper sidecar's C(/opt/immich/db_dumps/last/*-latest.sql.gz) or one of Immich's own
+        C(UPLOAD_LOCATION/backups/immich-db-backup-*.sql.gz).
+    type: str
 """
 
 EXAMPLES = r"""
@@ -120,10 +126,21 @@ sets:
   elements: dict
 """
 
+import glob
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.immich.plugins.module_utils import file_manifest, sets
+
+
+def newest_dump(pattern):
+    """The newest regular file matching a path or glob, symlinks followed; None when nothing matches."""
+    best = None
+    for path in glob.glob(os.path.expanduser(pattern)):
+        real = os.path.realpath(path)
+        if os.path.isfile(real) and (best is None or os.stat(real).st_mtime > best[0]):
+            best = (os.stat(real).st_mtime, real)
+    return best[1] if best else None
 
 
 def _chosen(module, p):
@@ -149,6 +166,7 @@ def main():
             allow_extra=dict(type="bool", default=True),
             deep=dict(type="bool", default=True),
             sample=dict(type="float"),
+            dump_pattern=dict(type="str"),
         ),
         supports_check_mode=True,
     )
@@ -161,6 +179,12 @@ def main():
                       "files": (info or {}).get("files"), "dump_bytes": (info or {}).get("dump_bytes")}
                      for sid, good, info in sets.entries(sets.instance_root(p["target"], p["instance_name"]))]
             module.exit_json(changed=False, sets=found)
+        if p["state"] == "select" and p["dump_pattern"]:
+            path = newest_dump(p["dump_pattern"])
+            if path is None:
+                module.fail_json(msg="No dump matches %s (has the dumper sidecar run yet?). Nothing was touched." % p["dump_pattern"])
+            module.exit_json(changed=False, set_id=os.path.basename(path), set_dir=None, dump_path=path, dump_manifest=None,
+                             set_info={})
         sid, set_dir = _chosen(module, p)
         dump, dump_manifest = sets.find_dump(set_dir)
         facts = dict(changed=False, set_id=sid, set_dir=set_dir, dump_path=dump, dump_manifest=dump_manifest,

@@ -196,7 +196,7 @@ def present(module, p):
         if path and (_inside(scratch, path) or _inside(path, scratch)):
             module.fail_json(msg="Refusing to drill in %s: it overlaps the production %s %s. Choose another "
                                  "immich_drill_scratch_root. Nothing was touched." % (scratch, name, path))
-    config = compose.load_config(inst["project_dir"], p["compose_files"] or None)
+    config = compose.load_config(inst["project_dir"], inst["compose_files"])  # the files discovery found, by absolute path
     port = free_port()
     cfg, warnings, upload, db_data = scratch_config(config, inst, scratch, p["suffix"], port)
     if os.path.exists(scratch):
@@ -209,6 +209,8 @@ def present(module, p):
         json.dump(cfg, fh, indent=2)
     env = compose.read_env_file(os.path.join(inst["project_dir"], ".env"))
     env.update({"UPLOAD_LOCATION": upload, "DB_DATA_LOCATION": db_data})
+    for key in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PATH_SEPARATOR"):  # the scratch has one, resolved, file
+        env.pop(key, None)
     fd = os.open(os.path.join(scratch, ".env"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         for k, v in sorted(env.items()):

@@ -14,7 +14,7 @@ version_added: 0.1.0
 description:
   - Writes the collection's C(module_utils) as one zip file (importable with Python's C(zipimport); the scheduled
     entry point puts it on C(sys.path)), byte-identical for identical sources, so that copying it to a host is one
-    idempotent transfer. Used by the C(homelab.immich.schedule) role on the controller (C(delegate_to: localhost)).
+    idempotent transfer. Used by the C(homelab.immich.schedule) role on the controller (delegated to C(localhost)).
 author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes

@@ -13,7 +13,7 @@ short_description: Write the run reports of homelab.immich (JSON, drill JUnit, f
 version_added: 0.1.0
 description:
   - Turns what a backup, restore or drill registered into the reports people and CI read, in O(dest)
-    (normally on the controller, with C(delegate_to: localhost)) - C(<kind>-<host>.json) for every kind,
+    (normally on the controller, the task delegated to C(localhost)) - C(<kind>-<host>.json) for every kind,
     C(drill-<host>.xml) (JUnit) and C(drill-<host>.txt) for drills, C(fleet-report.json) and C(fleet-report.txt)
     for the fleet. The JSON schema is in docs/reports.md.
   - Returns the one-screen summary as RV(lines).

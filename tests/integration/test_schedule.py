@@ -4,14 +4,15 @@ failure and names its step, and the dumper sidecar writes the postgres-backup-lo
 """
 import json
 import os
-import shlex
 import shutil
 import subprocess
+import time
 
 import pytest
+import timer
 from test_monitoring import BIN, ROOT, Receiver
 
-from ansible_collections.homelab.immich.plugins.module_utils import dump_format, manifest
+from ansible_collections.homelab.immich.plugins.module_utils import dump_format, sets
 
 PLAY = """
 - name: Install the scheduled backup
@@ -50,12 +51,13 @@ def test_schedule_role_units_and_one_run(tmp_path, make_instance, lab, receiver)
     for k in ("systemd", "cron"):  # exist on every real host
         os.makedirs(dirs[k])
     extra = {
-        "immich_schedule_project_dir": inst.root, "immich_schedule_targets": [str(target)],
+        "immich_project_dir": inst.root, "immich_backup_targets": [{"path": str(target)}],
         "immich_schedule_backend": "systemd", "immich_schedule_enable_now": False,
         "immich_schedule_lib_dir": dirs["lib"], "immich_schedule_config_dir": dirs["etc"],
         "immich_schedule_systemd_dir": dirs["systemd"], "immich_schedule_cron_dir": dirs["cron"],
-        "immich_schedule_monitor_url": receiver.url + "/ping/sched", "immich_schedule_python": "/usr/bin/python3",
+        "immich_backup_monitor_url": receiver.url + "/ping/sched", "immich_schedule_python": "/usr/bin/python3",
         "immich_schedule_dumper": True, "immich_schedule_dumper_image": lab.images()["LAB_IMAGE_DUMPER"],
+        "immich_schedule_dumper_schedule": "@every 5s",
         "immich_schedule_dumper_container_name": inst.prefix + "_db_dumper",
     }
     res = ansible(tmp_path, extra)
@@ -66,11 +68,11 @@ def test_schedule_role_units_and_one_run(tmp_path, make_instance, lab, receiver)
 
     unit = "homelab-immich-backup-" + inst.name
     service = os.path.join(dirs["systemd"], unit + ".service")
-    timer = os.path.join(dirs["systemd"], unit + ".timer")
-    text = open(timer).read()
+    timer_unit = os.path.join(dirs["systemd"], unit + ".timer")
+    text = open(timer_unit).read()
     assert "Persistent=true" in text and "RandomizedDelaySec=1800" in text
     if shutil.which("systemd-analyze"):
-        v = subprocess.run(["systemd-analyze", "verify", "--man=no", service, timer], capture_output=True, text=True, check=False)
+        v = subprocess.run(["systemd-analyze", "verify", "--man=no", service, timer_unit], capture_output=True, text=True, check=False)
         # Only problems about our own files count (the host's unrelated units may warn).
         ours = [ln for ln in (v.stdout + v.stderr).splitlines() if unit in ln]
         assert not ours, v.stdout + v.stderr
@@ -78,57 +80,64 @@ def test_schedule_role_units_and_one_run(tmp_path, make_instance, lab, receiver)
         assert "ExecStart=" in open(service).read()
 
     # Run the service's ExecStart exactly as systemd would (no Ansible involved).
-    exec_line = [ln for ln in open(service).read().splitlines() if ln.startswith("ExecStart=")][0]
-    argv = shlex.split(exec_line[len("ExecStart="):])
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=600,
-                         env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOMELAB_IMMICH_LIB": dirs["lib"]}, check=False)
+    run = timer.run_unit(service)
     assert run.returncode == 0, run.stdout + run.stderr
-    root = manifest.instance_root(str(target), inst.name)
-    sid = manifest.latest_verified(root)
+    root = sets.instance_root(str(target), inst.name)
+    sid = sets.latest_good(root)
     assert sid, os.listdir(root)
-    report = manifest.verify_set(os.path.join(root, sid))
+    report = sets.verify(os.path.join(root, sid))
     assert report["ok"], report["problems"]
-    assert report["dump"]["rows_by_table"]["asset"] == inst.row_counts()["asset"]
+    assert report["info"]["rows_by_table"]["asset"] == inst.row_counts()["asset"]
     assert [h["path"] for h in receiver.hits] == ["/ping/sched/start", "/ping/sched"]
     last = json.load(open(os.path.join(dirs["etc"], inst.name + ".last-run.json")))
-    assert last["ok"] is True
+    assert last["status"] == "ok" and last["trigger"] == "schedule"
 
     # A failing run: the DB container is gone -> failure ping naming the step, nothing promoted.
     cfg_path = os.path.join(dirs["etc"], inst.name + ".json")
     cfg = json.load(open(cfg_path))
-    cfg["overrides"] = {"db_container": "d-no-such-container"}
+    assert oct(os.stat(cfg_path).st_mode & 0o777) == "0o600"
+    cfg["discover"]["overrides"] = {"db_container": "d-no-such-container"}
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(cfg))
     fail = subprocess.run(["/usr/bin/python3", os.path.join(dirs["lib"], "immich_backup_run.py"), "--config", str(bad)],
                           capture_output=True, text=True, timeout=300, check=False)
-    assert fail.returncode == 1 and "step 'dump'" in fail.stdout, fail.stdout + fail.stderr
+    assert fail.returncode == 1 and "step 'preflight'" in fail.stdout and "d-no-such-container" in fail.stdout, \
+        fail.stdout + fail.stderr
     assert [h["path"] for h in receiver.hits][2:] == ["/ping/sched/start", "/ping/sched/fail"]
-    assert "dump" in receiver.hits[-1]["body"]
-    assert manifest.list_sets(root) == [sid]
+    assert "preflight" in receiver.hits[-1]["body"]
+    assert sets.list_sets(root) == [sid]
 
-    # The dumper sidecar (the seed's automatic database backups) writes last/ daily/ weekly/ monthly/.
-    override = os.path.join(inst.root, "docker-compose.dumper.yml")
-    files = ["-f", inst.compose_file, "-f", override]
-    inst.compose(*files, "up", "-d", "--no-deps", "immich-db-dumper")
-    try:
-        out = subprocess.run(["docker", "exec", extra["immich_schedule_dumper_container_name"],
-                              "python3", "/usr/local/bin/dumper", "backup"], capture_output=True, text=True, check=False)
-        assert out.returncode == 0, out.stdout + out.stderr
-        latest = os.path.join(inst.root, "db_dumps", "last", "immich-latest.sql.gz")
-        assert os.path.islink(latest)
-        for sub in ("daily", "weekly", "monthly"):
-            assert os.path.exists(os.path.join(inst.root, "db_dumps", sub, "immich-latest.sql.gz"))
-        info = dump_format.inspect_dump(latest)
-        assert info["trailer"] == "database" and info["compression"] == "gzip"
+    # The dumper sidecar (the seed's automatic database backups): added to the project, started by the role,
+    # dumping on its own schedule into last/ daily/ weekly/ monthly/.
+    container = extra["immich_schedule_dumper_container_name"]
+    assert "docker-compose.dumper.yml" in open(os.path.join(inst.root, ".env")).read()
+    latest = os.path.join(inst.root, "db_dumps", "last", "immich-latest.sql.gz")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not os.path.exists(latest):
+        time.sleep(1)
+    assert os.path.islink(latest), subprocess.run(["docker", "logs", container], capture_output=True, text=True).stdout
+    for sub in ("daily", "weekly", "monthly"):
+        assert os.path.exists(os.path.join(inst.root, "db_dumps", sub, "immich-latest.sql.gz"))
+    info = dump_format.inspect_dump(latest)
+    assert info["trailer"] == "database" and info["compression"] == "gzip"
 
-        # The drill accepts the dumper's db_dumps/last/*-latest.sql.gz as its source.
-        from test_drill import drill  # noqa: PLC0415 - shares the drill runner
+    # The drill restores the dumper's newest db_dumps/last/*-latest.sql.gz into a scratch instance.
+    from test_drill import drill  # noqa: PLC0415 - shares the drill runner
 
-        reports = tmp_path / "reports"
-        res = drill(tmp_path, inst, target, reports, tmp_path / "scratch",
-                    immich_drill_dump_file=os.path.join(inst.root, "db_dumps", "last", "*-latest.sql.gz"))
-        assert res.returncode == 0, res.stdout[-5000:]
-        report = json.loads((reports / "drill-localhost.json").read_text())
-        assert report["status"] == "ok" and report["set_id"].startswith("immich-") and report["leftovers"] == []
-    finally:
-        inst.compose(*files, "rm", "-sf", "immich-db-dumper", check=False)
+    reports = tmp_path / "reports"
+    res = drill(tmp_path, inst, target, reports, tmp_path / "scratch",
+                immich_drill_dump_file=os.path.join(inst.root, "db_dumps", "last", "*-latest.sql.gz"))
+    assert res.returncode == 0, res.stdout[-5000:]
+    report = json.loads((reports / "drill-localhost.json").read_text())
+    assert report["status"] == "ok" and report["set_id"].startswith("immich-") and report["leftovers"] == []
+    assert {c["name"]: c["ok"] for c in report["checks"]} == {"database rows": True, "server answers": True}
+
+    # state=absent removes the timer, the configuration and the dumper (container, compose file, COMPOSE_FILE entry)
+    gone = ansible(tmp_path, dict(extra, immich_schedule_state="absent"))
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not os.path.exists(service) and not os.path.exists(cfg_path)
+    assert not os.path.exists(os.path.join(inst.root, "docker-compose.dumper.yml"))
+    assert "docker-compose.dumper.yml" not in open(os.path.join(inst.root, ".env")).read()
+    ps = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True).stdout.split()
+    assert container not in ps
+    assert os.path.islink(latest)  # the dumps themselves stay
