@@ -70,7 +70,7 @@ def htpasswd_line(user, password):
 class RestServer(object):
     """``restic-rest-server`` on 127.0.0.1:<free port>; ``users`` = {name: password} (htpasswd)."""
 
-    def __init__(self, data_dir, append_only=False, private_repos=False, users=None, no_auth=None, port=None,
+    def __init__(self, data_dir, *, append_only=False, private_repos=False, users=None, no_auth=None, port=None,
                  binary="restic-rest-server"):
         self.data_dir = data_dir
         self.append_only = append_only
@@ -248,7 +248,7 @@ def _hashes(path):
     return s256.hexdigest(), s1.hexdigest()
 
 
-def make_set(root, instance, set_id, previous=None, files=12, size=4096, new_files=None, big=0,
+def make_set(root, instance, set_id, *, previous=None, files=12, size=4096, new_files=None, big=0,
              immich_version="v2.7.5", pg_major=14, user="5b1c2d3e-0000-4000-8000-00000000aaaa"):
     """Build ``<root>/<instance>/<set_id>`` and return {"set_dir", "set_info", "files"}.
 
