@@ -44,8 +44,8 @@ options:
       - O(kind=backup) - the report of M(homelab.immich.backup_run). O(kind=restore) - the restore role's result.
       - O(kind=drill) - keys C(instance), C(marks), C(failure), C(check), C(teardown), C(chosen), C(source), C(rto).
       - O(kind=fleet) - keys C(names) (the hosts) and C(hosts), for each a dict of C(host), C(freshness) (of
-        M(homelab.immich.backup_freshness)) and C(backup_result) (what the backup role recorded); the last drill report
-        of each host is read from O(dest).
+        M(homelab.immich.backup_freshness)) and C(backup_result) (what the backup role recorded in this run). The last
+        backup report (when the backup ran in another run) and the last drill report of each host are read from O(dest).
     type: raw
     required: true
   dest:
@@ -112,7 +112,9 @@ def build(kind, host, data, dest):
         # a host without facts never got to hand them over: it was unreachable from the start
         item = given or {"freshness": {"unreachable": True, "msg": "no facts from this host (unreachable?)"}}
         drill = read_json(os.path.join(dest, "drill-%s.json" % name)) if dest else None
-        rows.append(reports.fleet_row(name, item.get("freshness"), item.get("backup_result"), drill))
+        backup = item.get("backup_result") or ((read_json(os.path.join(dest, "backup-%s.json" % name)) or {}).get("result")
+                                               if dest else None)
+        rows.append(reports.fleet_row(name, item.get("freshness"), backup, drill))
     lines = reports.fleet_text(rows)
     return rows, lines, {"fleet-report.json": rows, "fleet-report.txt": "\n".join(lines) + "\n"}
 
