@@ -49,8 +49,14 @@ def unescape(field):
 
 
 def order_key(relpath):
-    """The one ordering of manifests and walks: path components, compared one by one."""
-    return relpath.split("/")
+    """The one ordering of manifests and walks: path components, compared one by one (a folder's
+    files sort right after its name, never between `a` and `a.jpg`).
+
+    Comparing the strings with "/" replaced by a zero byte (below every character a path can hold)
+    gives exactly the order of ``relpath.split("/")`` lists, at the cost of one string (the per-asset
+    proof sorts 100k paths with it).
+    """
+    return relpath.replace("/", "\0")
 
 
 class Entry(tuple):

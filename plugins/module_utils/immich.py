@@ -24,6 +24,8 @@ MARKER = ".immich"
 # Where the server container sees UPLOAD_LOCATION: /data since Aug 2025, /usr/src/app/upload before.
 MEDIA_TARGETS = ("/data", "/usr/src/app/upload")
 LEGACY_APP_DIR = "/usr/src/app"
+# Releases before absolute paths stored `upload/<folder>/..`, relative to LEGACY_APP_DIR.
+LEGACY_RELATIVE_PREFIX = "upload/"
 
 # Table names: current (singular, PR #19891, Jul 2025) and legacy (plural, Immich <= 1.136).
 TABLES = {
@@ -68,7 +70,11 @@ def to_relative(db_path, media_location="/data"):
 
     Three shapes are Immich's own: absolute under the media location (``/data/upload/..``, current),
     absolute under the pre-Aug-2025 mount (``/usr/src/app/upload/..``), and relative to the old
-    working directory (``upload/upload/..``, releases before absolute paths).
+    working directory (``upload/upload/..``, releases before absolute paths). ``media_location`` is
+    the container path of UPLOAD_LOCATION (IMMICH_MEDIA_LOCATION, or the server's mount point; None
+    means /data); both known mount points are tried after it, since each maps UPLOAD_LOCATION.
+    A path that would leave the media folder (``..``) gives None. Called once per asset by the
+    per-asset proof: the common case costs two string tests.
     """
     if not db_path:
         return None
@@ -76,17 +82,22 @@ def to_relative(db_path, media_location="/data"):
     if db_path.startswith(media):
         return _clean(db_path[len(media):])
     if not db_path.startswith("/"):
-        if db_path.startswith("upload/"):  # APP_MEDIA_LOCATION=./upload inside /usr/src/app
-            return _clean(db_path[len("upload/"):])
+        if db_path.startswith(LEGACY_RELATIVE_PREFIX):  # APP_MEDIA_LOCATION=./upload inside /usr/src/app
+            return _clean(db_path[len(LEGACY_RELATIVE_PREFIX):])
         return None
     for other in MEDIA_TARGETS:
-        if db_path.startswith(other.rstrip("/") + "/"):
+        if db_path.startswith(other + "/"):
             return _clean(db_path[len(other) + 1:])
     return None
 
 
 def _clean(rel):
+    """A normalized relative path inside the media folder, or None when it would leave it (or is empty)."""
+    if not rel:
+        return None
+    if "/." not in rel and "//" not in rel and rel[0] != "." and rel[-1] != "/":
+        return rel  # already normal (nearly every path Immich writes): normpath costs more than this test
     norm = posixpath.normpath(rel)
-    if norm.startswith("../") or norm == ".." or norm.startswith("/"):
+    if norm in (".", "..") or norm.startswith("../") or norm.startswith("/"):
         return None
     return norm

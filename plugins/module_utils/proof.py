@@ -27,22 +27,19 @@ import hashlib
 import heapq
 import json
 import os
-import posixpath
 import subprocess
 import tempfile
 import threading
 import time
 
 from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
+from ansible_collections.homelab.immich.plugins.module_utils import file_manifest as fm
+from ansible_collections.homelab.immich.plugins.module_utils import immich
 from ansible_collections.homelab.immich.plugins.module_utils._fsio import CHUNK
 
-# Where the server container sees UPLOAD_LOCATION: /data since Aug 2025 (PR #20367), before that
-# /usr/src/app/upload; releases before absolute paths stored `upload/<folder>/..` relative to /usr/src/app.
-MEDIA_LOCATIONS = ("/data", "/usr/src/app/upload")
-LEGACY_RELATIVE_PREFIX = "upload/"
 # The folders that hold originals (library/ when the storage template is on); orphans are looked for here.
 ORIGINAL_FOLDERS = ("library", "upload")
-MARKER = ".immich"
+MARKER = immich.MARKER
 # Sidecars (.xmp) live beside the originals but are not assets: never reported as orphans.
 IGNORED_SUFFIXES = (".xmp",)
 EXAMPLES = 5
@@ -60,49 +57,10 @@ class ProofError(Exception):
 
 
 # -- paths ------------------------------------------------------------------------------------
-
-def _clean(rel):
-    """A normalized relative path inside the media folder, or None when it would leave it."""
-    if not rel:
-        return None
-    if "/." not in rel and "//" not in rel and rel[0] != "." and rel[-1] != "/":
-        return rel  # already normal (nearly every path Immich writes): normpath costs more than this test
-    norm = posixpath.normpath(rel)
-    if norm in (".", "..") or norm.startswith("../") or norm.startswith("/"):
-        return None
-    return norm
-
-
-def media_relpath(original_path, media_location=None):
-    """The UPLOAD_LOCATION-relative path of a path stored in the database, or None when the path is
-    not under the media location (an external library, or a mount point we were not told about).
-
-    ``media_location`` is the container path of UPLOAD_LOCATION (IMMICH_MEDIA_LOCATION; /data or
-    /usr/src/app/upload); without it both known mount points are tried. The legacy relative form
-    ``upload/<folder>/..`` (APP_MEDIA_LOCATION=./upload inside /usr/src/app) is always understood.
-    """
-    if not original_path:
-        return None
-    if not original_path.startswith("/"):
-        if original_path.startswith(LEGACY_RELATIVE_PREFIX):
-            return _clean(original_path[len(LEGACY_RELATIVE_PREFIX):])
-        return None
-    candidates = (media_location,) if media_location else MEDIA_LOCATIONS
-    for location in candidates:
-        prefix = location.rstrip("/") + "/"
-        if original_path.startswith(prefix):
-            return _clean(original_path[len(prefix):])
-    return None
-
-
-def order_key(relpath):
-    """The one order of walks and manifests: path components compared one by one (a folder's files
-    sort right after its name, never between `a` and `a.jpg`).
-
-    Comparing the strings with "/" replaced by a zero byte (below every character a path can hold)
-    gives exactly the order of ``relpath.split("/")`` lists, at the cost of one string.
-    """
-    return relpath.replace("/", "\0")
+# One mapping of database paths to UPLOAD_LOCATION (immich.to_relative) and one order of paths
+# (file_manifest.order_key) for the whole collection.
+media_relpath = immich.to_relative  # the name bench/bench_sha1_proof.py uses
+order_key = fm.order_key
 
 
 def _listing(path):
@@ -570,7 +528,7 @@ def asset_proof(rows, upload_location, media_location=None, *, sample=None, seed
             total += 1
             asset_id, original, checksum, algorithm, library = row[0], row[1], row[2], row[3], row[4]
             status = row[5] if len(row) > 5 else None
-            rel = media_relpath(original, media_location)
+            rel = immich.to_relative(original, media_location)
             if sorter is not None and rel is not None and rel.split("/", 1)[0] in folders:
                 sorter.add(rel)
             if algorithm is None:
@@ -584,7 +542,8 @@ def asset_proof(rows, upload_location, media_location=None, *, sample=None, seed
                 report.note("unknown_algorithm", original, algorithm)
                 continue
             if rel is None:
-                report.note("unmapped", original, "not under %s" % (media_location or " or ".join(MEDIA_LOCATIONS)))
+                report.note("unmapped", original, "not under %s" % " or ".join(
+                    [media_location or "/data"] + [m for m in immich.MEDIA_TARGETS if m != (media_location or "/data")]))
                 continue
             full = base + rel
             if status == "deleted":

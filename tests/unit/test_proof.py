@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ansible_collections.homelab.immich.plugins.module_utils import proof
+from ansible_collections.homelab.immich.plugins.module_utils import file_manifest, immich, proof
 
 USER = "0b1c2d3e-0000-4000-8000-000000000001"
 
@@ -108,9 +108,13 @@ def test_legacy_paths_relative_and_usr_src_app(library):
         legacy.append((r[0], ("upload/" + rel) if n % 2 else ("/usr/src/app/upload/" + rel), r[2], "sha1", None))
     res = proof.asset_proof(iter(legacy), root)  # no media_location: both mount points are tried
     assert (res["matched"], res["orphans"], res["ok"]) == (12, 1, True)
-    # Told the media location is /data, a /usr/src/app/upload path is not explained: unmapped, a failure.
+    # Told the media location is /data, a /usr/src/app/upload path still names a file of UPLOAD_LOCATION (each
+    # mount point maps it; Immich migrates such paths at its start: immich.to_relative, the one mapping).
     res = proof.asset_proof(iter(legacy), root, media_location="/data")
-    assert res["matched"] == 6 and res["unmapped"] == 6 and res["ok"] is False
+    assert res["matched"] == 12 and res["unmapped"] == 0 and res["ok"] is True
+    # A path no mount point explains is unmapped: a failure, named.
+    res = proof.asset_proof(iter(legacy + [("o", "/mnt/other/a.jpg", b"\x00" * 20, "sha1", None)]), root, media_location="/data")
+    assert res["unmapped"] == 1 and res["ok"] is False
     assert "not under /data" in res["examples"]["unmapped"][0]
 
 
@@ -217,7 +221,8 @@ def test_missing_upload_location_says_what_to_check(tmp_path):
     ("/data/upload/u/a.jpg", None, "upload/u/a.jpg"),
     ("/data/upload/u/a.jpg", "/data/", "upload/u/a.jpg"),
     ("/usr/src/app/upload/library/admin/a.jpg", None, "library/admin/a.jpg"),
-    ("/usr/src/app/upload/library/admin/a.jpg", "/data", None),
+    # another known mount point still maps UPLOAD_LOCATION (Immich migrates such paths at its start)
+    ("/usr/src/app/upload/library/admin/a.jpg", "/data", "library/admin/a.jpg"),
     ("upload/upload/u/a.jpg", "/data", "upload/u/a.jpg"),
     ("upload/library/admin/2020/a.jpg", None, "library/admin/2020/a.jpg"),
     ("/srv/photos/a.jpg", "/srv/photos", "a.jpg"),
@@ -227,8 +232,9 @@ def test_missing_upload_location_says_what_to_check(tmp_path):
     ("relative/a.jpg", None, None),
     ("", None, None),
 ])
-def test_media_relpath(path, media, want):
-    assert proof.media_relpath(path, media) == want
+def test_media_relpath_is_immich_to_relative(path, media, want):
+    assert immich.to_relative(path, media) == want
+    assert proof.media_relpath is immich.to_relative and proof.order_key is file_manifest.order_key
 
 
 # -- psql output ----------------------------------------------------------------------------------
