@@ -1,6 +1,5 @@
 """compose.py: discovery from a compose model + .env, overrides, reset guard (no Docker)."""
 import json
-import os
 
 import pytest
 
