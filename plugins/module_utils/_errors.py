@@ -6,6 +6,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+
 class OpError(Exception):
     """A failure with a message the user can act on; ``result`` holds facts worth returning."""
 

@@ -273,7 +273,6 @@ def discover_instance(project_dir=None, project_name=None, compose_files=None, o
     return inst
 
 
-
 PROJECT_FILE_SUFFIXES = (".yml", ".yaml", ".json", ".env")
 PROJECT_FILE_MAX = 1 << 20
 

@@ -175,4 +175,3 @@ class Stage:
             except OSError:
                 pass
         self.proc.wait()
-

@@ -8,6 +8,7 @@ __metaclass__ = type
 
 from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
 
+
 def fresh_check(container, user, db_name, *, server_container=None, password=None, allowed_databases=()):
     reasons = []
     checks = {}

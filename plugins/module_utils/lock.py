@@ -93,9 +93,9 @@ class Lock(object):
             if time.monotonic() >= deadline:
                 current = read_holder(self.path)
                 raise LockBusyError("Another %s of this instance is running: %s. Nothing was written. Wait for it to "
-                               "finish (or give it time with a lock wait); the lock is freed the moment that "
-                               "process ends, even when it is killed." % (purpose, describe(current, self.path)),
-                               current or {})
+                                    "finish (or give it time with a lock wait); the lock is freed the moment that "
+                                    "process ends, even when it is killed." % (purpose, describe(current, self.path)),
+                                    current or {})
             time.sleep(poll)
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder, sort_keys=True) + "\n").encode("utf-8"), 0)

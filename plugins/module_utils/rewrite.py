@@ -90,7 +90,6 @@ class SearchPathRewriter:
         return self._sub(data) if data else b""
 
 
-
 def rewrite_file(src, dest=None, compression=None, check_mode=False):
     """Rewrite src into dest in ONE streaming pass (temp in dest's folder, then rename); idempotent."""
     in_comp = df.sniff_file(src)
@@ -152,4 +151,3 @@ def _same_output(src, dest, in_comp, out_comp):
     if os.path.samefile(src, dest):
         return in_comp == out_comp
     return in_comp == out_comp and os.path.getsize(src) == os.path.getsize(dest) and sha256_file(src) == sha256_file(dest)
-

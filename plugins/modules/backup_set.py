@@ -17,7 +17,7 @@ description:
     docs/design.md. Sets are written by M(homelab.immich.backup_run); this module only reads them.
   - O(state=select) chooses the set to restore (a named one, or the newest verified); O(state=verify) checks a set
     (dump sha256 against its manifest, every file against the file manifest) or checks a folder (a restored
-    UPLOAD_LOCATION) against a set's file manifest; O(state=list) lists the sets with their status.
+    UPLOAD_LOCATION) against a set's file manifest.
 author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes
@@ -34,7 +34,7 @@ options:
     description: What to do.
     type: str
     required: true
-    choices: [select, verify, list]
+    choices: [select, verify]
   target:
     description: Target folder (the C(<target>) of the layout). The instance folder is O(target)/O(instance_name).
     type: path
@@ -64,11 +64,11 @@ options:
     description: Without O(deep), hash this many files chosen at random (or this fraction, when below 1).
     type: float
   dump_pattern:
+    type: path
     description:
       - With O(state=select), choose a lone dump instead of a set - the newest file (symlinks followed) matching this
         path or glob, such as a dumper sidecar's C(/opt/immich/db_dumps/last/*-latest.sql.gz) or one of Immich's own
         C(UPLOAD_LOCATION/backups/immich-db-backup-*.sql.gz).
-    type: str
 """
 
 EXAMPLES = r"""
@@ -119,11 +119,6 @@ verification:
   description: Outcome of the checks (ok, problems, dump, files).
   returned: verify
   type: dict
-sets:
-  description: The sets of the instance, oldest first, with C(set_id), C(good) and a few facts.
-  returned: list
-  type: list
-  elements: dict
 """
 
 import glob
@@ -136,7 +131,7 @@ from ansible_collections.homelab.immich.plugins.module_utils import file_manifes
 def newest_dump(pattern):
     """The newest regular file matching a path or glob, symlinks followed; None when nothing matches."""
     best = None
-    for path in glob.glob(os.path.expanduser(pattern)):
+    for path in glob.glob(pattern):
         real = os.path.realpath(path)
         if os.path.isfile(real) and (best is None or os.stat(real).st_mtime > best[0]):
             best = (os.stat(real).st_mtime, real)
@@ -157,7 +152,7 @@ def _chosen(module, p):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", required=True, choices=["select", "verify", "list"]),
+            state=dict(type="str", required=True, choices=["select", "verify"]),
             target=dict(type="path"),
             instance_name=dict(type="str"),
             set_id=dict(type="str"),
@@ -166,19 +161,12 @@ def main():
             allow_extra=dict(type="bool", default=True),
             deep=dict(type="bool", default=True),
             sample=dict(type="float"),
-            dump_pattern=dict(type="str"),
+            dump_pattern=dict(type="path"),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
-        if p["state"] == "list":
-            if not (p["target"] and p["instance_name"]):
-                module.fail_json(msg="state=list needs target and instance_name.")
-            found = [{"set_id": sid, "good": good, "finished": (info or {}).get("finished"),
-                      "files": (info or {}).get("files"), "dump_bytes": (info or {}).get("dump_bytes")}
-                     for sid, good, info in sets.entries(sets.instance_root(p["target"], p["instance_name"]))]
-            module.exit_json(changed=False, sets=found)
         if p["state"] == "select" and p["dump_pattern"]:
             path = newest_dump(p["dump_pattern"])
             if path is None:

@@ -116,4 +116,3 @@ def test_discover_instance_with_fake_docker(tmp_path):
 def test_unknown_project_name():
     with pytest.raises(compose.DiscoveryError, match="No compose project named"):
         compose.discover_instance(project_name="nope", run=lambda argv: (0, "[]", ""))
-

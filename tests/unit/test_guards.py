@@ -55,7 +55,7 @@ def test_db_service_without_pg_data_mount_is_refused(tmp_path):
     config = {"name": "immich", "services": {
         "database": {"image": "postgres:15", "volumes": [{"type": "bind", "source": str(project / "other"), "target": "/srv"}]},
         "immich-server": {"image": "immich-server", "volumes": [{"type": "bind", "source": str(project / "library"),
-                                                                   "target": "/data"}]}}}
+                                                                 "target": "/data"}]}}}
     inst = compose.discover(config, str(project), {"DB_DATA_LOCATION": "./postgres"})
     assert inst["db_data_kind"] == "unmounted" and inst["db_data_location"] is None
     assert inst["db_data_env"] == str(project / "postgres")

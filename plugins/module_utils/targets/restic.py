@@ -712,7 +712,7 @@ class RunResult(object):
     @property
     def text(self):
         return "\n".join(list(self.stderr) + [ln for ln in self.stdout if '"exit_error"' in ln or
-                                               '"message_type":"error"' in ln or not ln.startswith("{")])
+                                              '"message_type":"error"' in ln or not ln.startswith("{")])
 
 
 class Runner(object):
@@ -1459,7 +1459,7 @@ class ResticTarget(Target):
         if not held:
             raise TargetError("%s: the repository holds no snapshot of instance %s (tag instance:%s): "
                               "nothing to restore from it." % (self.label, self.instance_name,
-                                                                 tag_value(self.instance_name)), reason="missing")
+                                                               tag_value(self.instance_name)), reason="missing")
         if set_id in (None, "", "latest"):
             return held[-1]["set_id"], held[-1]["info"]["snapshot_id"]
         for entry in held:
@@ -1620,7 +1620,9 @@ def _rest_refuses_delete(url, cacert=None, timeout=10):
         req.add_header("Authorization", "Basic " + base64.b64encode(token.encode("utf-8")).decode("ascii"))
     ctx = ssl.create_default_context(cafile=cacert) if parts.scheme == "https" else None
     try:
-        with urlrequest.urlopen(req, timeout=timeout, context=ctx) as resp:  # noqa: S310 - http(s) only
+        # the stdlib's opener: this also runs without Ansible (the scheduled backup), where open_url is absent
+        handlers = [urlrequest.HTTPSHandler(context=ctx)] if ctx is not None else []
+        with urlrequest.build_opener(*handlers).open(req, timeout=timeout) as resp:
             resp.read()
         return False
     except urlerror.HTTPError as exc:

@@ -210,7 +210,7 @@ def _describe(holder):
     if not holder:
         return "a run that is just starting"
     return "run %s, pid %s on %s, since %s" % (holder.get("run_id"), holder.get("pid"), holder.get("host"),
-                                                time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(holder.get("started") or 0))))
+                                               time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(holder.get("started") or 0))))
 
 
 def _stat_of(out, label):

@@ -957,7 +957,7 @@ class App:
         if token:
             user = self.db.row('SELECT %s FROM %s s JOIN %s u ON u.id = s."userId" WHERE s.token = %s '
                                'AND u."deletedAt" IS NULL' % (user_columns(), self.n.session, self.n.user,
-                                                             self.n.secret(token)))
+                                                              self.n.secret(token)))
             if not user:
                 raise HttpError(401, "Invalid user token")
             return user
@@ -965,7 +965,7 @@ class App:
         if key:
             user = self.db.row('SELECT %s FROM %s k JOIN %s u ON u.id = k."userId" WHERE k.key = %s '
                                'AND u."deletedAt" IS NULL' % (user_columns(), self.n.api_key, self.n.user,
-                                                             self.n.secret(key)))
+                                                              self.n.secret(key)))
             if not user:
                 raise HttpError(401, "Invalid API key")
             return user
@@ -1004,7 +1004,7 @@ class App:
         if self.db.row('SELECT id FROM %s WHERE "isAdmin" AND "deletedAt" IS NULL' % self.n.user):
             raise HttpError(400, "The server already has an admin")
         return 201, user_admin_dto(self.create_user(body.get("email"), body.get("password"), body.get("name"),
-                                                         True, "admin"))
+                                                    True, "admin"))
 
     @route("POST", "/api/auth/login")
     def login(self, req):
@@ -1300,10 +1300,10 @@ class App:
     # -- albums ------------------------------------------------------------------------------------
     def album_dto(self, album, with_assets):
         owner = self.db.row("SELECT %s FROM %s u WHERE u.id = %s" % (user_columns(), self.n.user,
-                                                                  lit(album["ownerId"])))
+                                                                     lit(album["ownerId"])))
         assets = self.db.rows('SELECT %s FROM %s a JOIN %s aa ON aa.%s = a.id WHERE aa.%s = %s AND a."deletedAt" IS NULL '
                               'ORDER BY a."fileCreatedAt" DESC' % (self.asset_columns(), self.n.asset, self.n.album_asset,
-                                                                  self.n.aa_asset, self.n.aa_album, lit(album["id"])))
+                                                                   self.n.aa_asset, self.n.aa_album, lit(album["id"])))
         dates = sorted(a["fileCreatedAt"] for a in assets)
         return {"id": album["id"], "ownerId": album["ownerId"], "albumName": album["albumName"],
                 "description": album["description"], "createdAt": album["createdAt"], "updatedAt": album["updatedAt"],
