@@ -1,0 +1,98 @@
+"""Offsite that survives losing the house (issue 11): the engine writes restic repositories (REST server and
+SFTP) as targets; the instance, its compose folder and the local backups are destroyed; homelab.immich.recover
+brings the instance back from each repository alone into a new folder and proves it through Immich's API."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import timer
+from offsite import RestServer, SftpHost
+from rolerun import run_playbook, write_inventory
+
+from ansible_collections.homelab.immich.plugins.module_utils import sets
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def offsite(lab, tmp_path):
+    rest = RestServer(str(tmp_path / "rest-data"), users={"immich": "rest-secret"}, private_repos=True).start()
+    sftp = SftpHost(str(tmp_path), lab.images()["LAB_IMAGE_SSHHOST"]).start()
+    yield {"rest": rest, "sftp": sftp}
+    rest.stop()
+    sftp.stop()
+
+
+def prove(inst, seeded):
+    """Login with the same credentials, every original's SHA-1, every thumbnail and preview, the album."""
+    token = inst.login(seeded["admin"]["email"], seeded["admin"]["password"])
+    for asset in seeded["assets"]:
+        owner = next((u for u in seeded["users"] if u["userId"] == asset["ownerId"]), None)
+        who = inst.login(owner["email"], owner["password"]) if owner else token
+        status, body = inst.api("GET", "/api/assets/%s/original" % asset["id"], token=who, raw=True)
+        assert status == 200 and hashlib.sha1(body, usedforsecurity=False).hexdigest() == asset["sha1"], asset
+        for size in ("thumbnail", "preview"):
+            status, _ = inst.api("GET", "/api/assets/%s/thumbnail?size=%s" % (asset["id"], size), token=who, raw=True)
+            assert status == 200, (asset["id"], size, status)
+    status, album = inst.api("GET", "/api/albums/%s" % seeded["album"]["id"], token=token)
+    assert status == 200 and sorted(a["id"] for a in album["assets"]) == sorted(seeded["album"]["assetIds"])
+    assert inst.ping()
+
+
+def test_the_house_burns_and_the_instance_comes_back_from_each_repository(make_instance, offsite, tmp_path, lab):
+    inst = make_instance(pg=15, seed="api", name="o15-burn-" + os.urandom(3).hex())
+    seeded = inst.seed_result
+    local = str(tmp_path / "backups")
+    rest = {"restic": offsite["rest"].url("immich", "immich"), "password": PASSWORD, "init": True}
+    sftp = offsite["sftp"].spec(password=PASSWORD, init=True)
+    cfg = timer.write_config(tmp_path / "timer.json", inst, [{"path": local}, rest, sftp])
+    res = timer.run(cfg, report=tmp_path / "last.json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    last = json.load(open(str(tmp_path / "last.json")))
+    assert [t["status"] for t in last["targets"]] == ["ok", "ok"] and all(t["verified"] for t in last["targets"])
+    assert PASSWORD not in res.stdout + res.stderr + json.dumps(last)
+    info = sets.read_info(os.path.join(local, inst.name, last["set_id"]))
+    before = info["rows_by_table"]
+
+    for name, spec in (("rest", rest), ("sftp", sftp)):
+        # the house burns: the instance, its compose project folder and the backup disk beside it
+        inst.compose("down", "-v", check=False)
+        shutil.rmtree(inst.root, ignore_errors=True)
+        shutil.rmtree(local, ignore_errors=True)
+        new_home = str(tmp_path / ("recovered-" + name))
+        repo = dict(spec, init=False)
+        inv = write_inventory(tmp_path, inst, immich_recover_repository=repo, immich_recover_instance_name=inst.name,
+                              immich_recover_project_dir=new_home, immich_recover_staging_dir=str(tmp_path / "staging"))
+        rc, out = run_playbook(inv, "recover")
+        assert rc == 0, out[-5000:]
+        assert PASSWORD not in out and "rest-secret" not in out
+        assert "images: database %s" % inst.image("postgres") in out or "images: database" in out
+        report = json.load(open(os.path.join(str(tmp_path), "reports", "restore-lab.json")))["result"]
+        assert report["set_id"] == last["set_id"] and report["ping"] == "pong"
+        assert report["db"]["rows_by_table"] == before
+        assert not os.path.exists(os.path.join(str(tmp_path / "staging"), inst.name, last["set_id"]))
+        # the recovered instance is the lab instance again, from its new folder
+        inst.root = new_home
+        prove(inst, seeded)
+    subprocess.run(["docker", "compose", "--project-directory", inst.root, "down", "-v"], capture_output=True, check=False)
+
+
+def test_recover_refuses_a_folder_that_holds_a_compose_project(make_instance, offsite, tmp_path):
+    inst = make_instance(pg=15, seed="small", name="o15-occ-" + os.urandom(3).hex())
+    rest = {"restic": offsite["rest"].url("immich", "immich"), "password": PASSWORD, "init": True}
+    res = timer.run(timer.write_config(tmp_path / "timer.json", inst, [{"path": str(tmp_path / "b")}, rest]))
+    assert res.returncode == 0, res.stdout + res.stderr
+    inv = write_inventory(tmp_path, inst, immich_recover_repository=dict(rest, init=False),
+                          immich_recover_instance_name=inst.name, immich_recover_project_dir=inst.root)
+    rc, out = run_playbook(inv, "recover")
+    assert rc != 0 and "already holds a compose project" in out and "Nothing was touched" in out
+    assert inst.ping()
+    wrong = dict(rest, init=False, password="not the password")
+    inv = write_inventory(tmp_path, inst, immich_recover_repository=wrong, immich_recover_instance_name=inst.name,
+                          immich_recover_project_dir=str(tmp_path / "elsewhere"))
+    rc, out = run_playbook(inv, "recover")
+    assert rc != 0 and "password" in out and "not the password" not in out
+    assert not os.path.exists(str(tmp_path / "elsewhere" / "docker-compose.yml"))
