@@ -144,8 +144,11 @@ def _shrink_problems(bytes_, rows, previous, min_size_ratio):
 
 def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gzip", compression_level=None,
          immich_version=None, previous_manifest=None, min_size_ratio=0.5, on_shrink="fail",
-         password=None, check_mode=False):
-    """Stream pg_dumpall/pg_dump from the container into ``dest``; returns the result dict."""
+         password=None, check_mode=False, progress=None):
+    """Stream pg_dumpall/pg_dump from the container into ``dest``; returns the result dict.
+
+    ``progress(bytes=, bytes_expected=, written_bytes=)`` is called as the dump streams: bytes of SQL
+    so far, the previous dump's SQL size (None without one) and the bytes written to disk."""
     warnings = []
     server_version = dx.server_version(container, user, db_name, password)
     dump_version = pg_dump_version(container, password)
@@ -189,11 +192,15 @@ def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gz
     write = write_all(fd)
     writeback = EarlyWriteback(fd)
 
+    expected = (previous or {}).get("plain_bytes")
+
     def to_file(buf):
         sha.update(buf)
         write(buf)
         state["written"] += len(buf)
         writeback.wrote(state["written"])
+        if progress is not None:
+            progress(bytes=state["plain"], bytes_expected=expected, written_bytes=state["written"])
 
     t1 = time.monotonic()
     old_term = None
