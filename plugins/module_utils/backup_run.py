@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import functools
 import os
 import shutil
 import socket
@@ -25,7 +26,7 @@ import time
 from ansible_collections.homelab.immich.plugins.module_utils import compose, file_copy, file_manifest, guards, immich
 from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
 from ansible_collections.homelab.immich.plugins.module_utils import dump as db_dump
-from ansible_collections.homelab.immich.plugins.module_utils import monitor, retention, sets
+from ansible_collections.homelab.immich.plugins.module_utils import monitor, reports, retention, sets
 from ansible_collections.homelab.immich.plugins.module_utils._errors import OpError
 from ansible_collections.homelab.immich.plugins.module_utils._fsio import (
     free_bytes,
@@ -168,6 +169,7 @@ class _Step(object):
         self.t0 = time.monotonic()
         self.run.current = self.name
         self.run.log("%s ..." % self.name)
+        self.run.progress()  # the progress file names the step at once, before its first counters
         return self
 
     def __exit__(self, kind, exc, _tb):
@@ -251,12 +253,7 @@ def _previous(begun):
 
 
 def _size(n):
-    n = float(n or 0)
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return ("%d %s" % (n, unit)) if unit == "bytes" else "%.1f %s" % (n, unit)
-        n /= 1000.0
-    return "%.1f TB" % n
+    return reports.size(n)
 
 
 SHRINK_MIN_FILES = 10  # a folder this small in the previous set is only counted in the total
@@ -423,7 +420,7 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                     dump_kind=opts["dump_kind"], compression=opts["compression"],
                     compression_level=opts["compression_level"], immich_version=instance.get("immich_version"),
                     previous_manifest=prev_dump_manifest, min_size_ratio=opts["min_dump_ratio"],
-                    on_shrink="warn" if opts["allow_shrink"] else "fail")
+                    on_shrink="warn" if opts["allow_shrink"] else "fail", progress=run.progress)
                 run.warnings += dump_result.get("warnings") or []
                 st.detail = "%s, %d tables, %d rows" % (_mb(dump_result["bytes"]), len(dump_result["rows_by_table"]),
                                                         sum(dump_result["rows_by_table"].values()))
@@ -435,7 +432,8 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                     instance["upload_location"], opts["folders"], begun["files_dir"], begun["manifest"],
                     previous_files=os.path.join(prev_dir, "files") if prev_dir else None,
                     previous_manifest=os.path.join(prev_dir, file_manifest.NAME) if prev_dir else None,
-                    excludes=opts["excludes"], progress=run.progress)
+                    excludes=opts["excludes"], progress=functools.partial(  # the previous set: the expected size
+                        run.progress, files_expected=prev_info.get("files"), bytes_expected=prev_info.get("files_bytes")))
                 st.detail = "%d files: %d copied (%s), %d hard links to the previous set" % (
                     copy["files"], copy["copied"], _mb(copy["copied_bytes"]), copy["linked"])
             run.facts["files"] = copy
@@ -512,7 +510,8 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
             entry = {"kind": t.kind, "label": t.label, "status": "ok"}
             try:
                 with run.step("copy to %s" % t.label) as st:
-                    entry.update(t.send(final, primary_info, progress=run.progress))
+                    entry.update(t.send(final, primary_info, progress=functools.partial(
+                        run.progress, files_total=primary_info.get("files"), bytes_total=primary_info.get("files_bytes"))))
                     st.detail = "verified" if entry.get("verified") else "sent"
             except (TargetError, OSError, OpError) as exc:
                 entry.update(status="failed", error=str(exc), reason=getattr(exc, "reason", "failed"))
@@ -556,38 +555,9 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
 
 
 def summary_lines(report):
-    """The end-of-run summary, one screen: instance, set, sizes, durations, throughput, verification, targets."""
-    lines = []
-    name = report.get("instance")
-    if report["status"] == "failed":
-        lines.append("%s: backup FAILED at step %s: %s" % (name, report.get("failed_step"), report.get("error")))
-        return lines
-    dump = report.get("dump") or {}
-    files = report.get("files") or {}
-    ver = report.get("verification") or {}
-    cov = report.get("coverage") or {}
-    lines.append("%s: set %s %s in %.1f s (%s)" % (name, report.get("set_id"),
-                                                  "verified" if report["status"] == "ok" else "verified, but a target FAILED",
-                                                  report["seconds"], report.get("set_dir")))
-    lines.append("  database  %s dump (%s) in %.1f s, %s MB/s" % (_mb(dump.get("bytes")), dump.get("dump_kind"),
-                                                                 dump.get("seconds") or 0, dump.get("mb_per_s")))
-    lines.append("  originals %d files (%s): %d copied (%s, %s MB/s), %d unchanged hard links" % (
-        files.get("files", 0), _mb(files.get("bytes")), files.get("copied", 0), _mb(files.get("copied_bytes")),
-        files.get("mb_per_s"), files.get("linked", 0)))
-    lines.append("  coverage  %d of %d files the database references are in the set%s" % (
-        cov.get("present", 0), cov.get("referenced", 0),
-        "; %d external-library assets not covered" % cov["external"] if cov.get("external") else ""))
-    lines.append("  verified  %s, %d files hashed, dump read back" % ("full check" if ver.get("full") else
-                                                                       "new files + a sample", ver.get("hashed", 0)))
-    for t in report.get("targets") or []:
-        lines.append("  target    %s %s: %s" % (t["kind"], t["label"], "copied and verified" if t["status"] == "ok"
-                                                  else "FAILED: %s" % t.get("error")))
-    for label, pruned in sorted((report.get("retention") or {}).items()):
-        lines.append("  pruned    %s: %s" % (label, ", ".join(pruned["deleted"]) if pruned["deleted"] else "nothing"))
-    for warning in report.get("warnings") or []:
-        lines.append("  WARNING   %s" % warning)
-    return lines
-
+    """The end-of-run summary, one screen: instance, set, sizes, durations, throughput, verification, targets
+    (written by reports.backup_lines, beside the summaries of the restore, the drill and the fleet)."""
+    return reports.backup_lines(report)
 
 
 def argument_spec():
@@ -606,8 +576,11 @@ def argument_spec():
 
 
 class ProgressFile(object):
-    """Progress of a long run as JSON in a file (rewritten at most every ``interval`` seconds), for
-    a task that polls it; the last state is always written by ``close()``."""
+    """Progress of a long run as JSON in a file (rewritten at most every ``interval`` seconds, and at
+    once when the step changes), for the action plugin that polls it (plugins/plugin_utils/progress.py);
+    the last state is always written by ``close()``. Besides the counters: ``step_seconds`` (how long
+    the step has run), ``elapsed`` (the run), ``updated`` and ``pid`` (of the module, stopped by the
+    controller when the task is interrupted)."""
 
     def __init__(self, path, interval=2.0):
         self.path = path
@@ -615,10 +588,16 @@ class ProgressFile(object):
         self._last = 0.0
         self._state = {}
         self._t0 = time.monotonic()
+        self._step = self._step_t0 = None
 
     def __call__(self, counters):
-        self._state = dict(counters, elapsed=round(time.monotonic() - self._t0, 1), updated=time.time())
-        if self.path and time.monotonic() - self._last >= self.interval:
+        now = time.monotonic()
+        changed = counters.get("step") != self._step
+        if changed:
+            self._step, self._step_t0 = counters.get("step"), now
+        self._state = dict(counters, elapsed=round(now - self._t0, 1), step_seconds=round(now - self._step_t0, 1),
+                           updated=time.time(), pid=os.getpid())
+        if self.path and (changed or now - self._last >= self.interval):
             self._write()
 
     def _write(self):

@@ -15,12 +15,155 @@ import xml.etree.ElementTree as ET  # noqa: S405 - we write XML, we never parse 
 REPORT_FORMAT = 1
 
 
-def _mb(n):
-    return "%.1f MB" % ((n or 0) / 1e6)
+# -- units a person reads ---------------------------------------------------------------------------
+
+def size(n):
+    """Bytes in decimal units (what `df -H` and disk vendors say): 999 bytes, 1.0 KB, 12.3 GB."""
+    n = float(n or 0)
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return ("%d %s" % (n, unit)) if unit == "bytes" else "%.1f %s" % (n, unit)
+        n /= 1000.0
+    return "%.1f TB" % n  # pragma: no cover - the loop returns at TB
 
 
-def _hours(seconds):
-    return "-" if seconds is None else "%.1f h" % (float(seconds) / 3600.0)
+def duration(seconds, precise=True):
+    """12.5 s (or 12 s when not ``precise``), 3 min 05 s, 2 h 07 min, 3 d 04 h."""
+    seconds = max(0.0, float(seconds or 0))
+    if seconds < 59.95:
+        return "%.1f s" % seconds if precise else "%d s" % round(seconds)
+    seconds = int(round(seconds))
+    if seconds < 3600:
+        return "%d min %02d s" % (seconds // 60, seconds % 60)
+    if seconds < 48 * 3600:
+        return "%d h %02d min" % (seconds // 3600, (seconds % 3600) // 60)
+    return "%d d %02d h" % (seconds // 86400, (seconds % 86400) // 3600)
+
+
+def rate(nbytes, seconds):
+    """``nbytes`` per second in decimal units (12.3 MB/s); None without a duration."""
+    if not seconds or float(seconds) <= 0:
+        return None
+    return "%s/s" % size(float(nbytes or 0) / float(seconds))
+
+
+def count(n):
+    return "{:,}".format(int(n or 0))
+
+
+def per_second(n, seconds, what):
+    """'1,234 files/s' (None without a duration or a count)."""
+    if not seconds or float(seconds) <= 0 or not n:
+        return None
+    value = float(n) / float(seconds)
+    return "%s %s/s" % (count(value) if value >= 10 else "%.1f" % value, what)
+
+
+def _join(*parts):
+    return ", ".join(p for p in parts if p)
+
+
+DUMP_TOOLS = {"database": "pg_dump", "cluster": "pg_dumpall"}
+
+
+# -- backup ----------------------------------------------------------------------------------------
+
+def _step_seconds(report, name):
+    return next((s.get("seconds") for s in report.get("steps") or [] if s.get("name") == name), None)
+
+
+def _target_line(t):
+    """One target of a backup: what was sent, how fast, verified or why not."""
+    head = "  target    %s %s: " % (t.get("kind"), t.get("label"))
+    if t.get("status") != "ok":
+        return head + "FAILED: %s" % t.get("error")
+    if t.get("note") == "already there":
+        return head + "the set was already there"
+    seconds = t.get("seconds")
+    kind = t.get("kind")
+    if kind == "restic":
+        sent, what, took = t.get("bytes_added"), "added to the repository", t.get("backup_seconds") or seconds
+    elif kind == "ssh":
+        sent, what, took = t.get("bytes_sent"), "sent", seconds
+    else:
+        sent, what, took = t.get("bytes_copied"), "copied", seconds
+    verified = "verified" if t.get("verified") else "sent (not verified)"
+    if sent is None:
+        return head + "%s in %s" % (verified, duration(seconds))
+    if not sent:
+        linked = " (%s files hard-linked)" % count(t["files_linked"]) if t.get("files_linked") else ""
+        return head + "nothing new to copy%s, %s in %s" % (linked, verified, duration(seconds))
+    return head + "%s %s in %s (%s), %s" % (size(sent), what, duration(took), rate(sent, took), verified)
+
+
+def backup_lines(report):
+    """The end-of-run summary of a backup, one screen: instance, set, sizes, durations, throughput of
+    every step, verification, targets, retention, warnings (backup_run.summary_lines)."""
+    lines = []
+    name = report.get("instance")
+    if report.get("status") == "failed":
+        where = " at step %s" % report["failed_step"] if report.get("failed_step") else ""
+        lines.append("%sbackup FAILED%s: %s" % ("%s: " % name if name else "", where, report.get("error")))
+        steps = report.get("steps") or []
+        if steps:
+            lines.append("  steps     %s" % ", ".join(
+                "%s %s" % (s["name"], "FAILED after %s" % duration(s.get("seconds")) if s.get("status") == "failed"
+                           else duration(s.get("seconds"))) for s in steps))
+        return lines
+    dump = report.get("dump") or {}
+    files = report.get("files") or {}
+    ver = report.get("verification") or {}
+    cov = report.get("coverage") or {}
+    verdict = "verified" if report.get("status") == "ok" else "verified, but a target FAILED"
+    lines.append("%s: set %s %s in %s (%s)" % (name, report.get("set_id"), verdict, duration(report.get("seconds")),
+                                              report.get("set_dir")))
+    dump_seconds = dump.get("seconds") or 0
+    if dump.get("plain_bytes"):
+        lines.append("  database  %s of SQL dumped in %s (%s), %s on disk (%s, %s)" % (
+            size(dump["plain_bytes"]), duration(dump_seconds), rate(dump["plain_bytes"], dump_seconds) or "-",
+            size(dump.get("bytes")), DUMP_TOOLS.get(dump.get("dump_kind"), dump.get("dump_kind")), dump.get("compression") or "?"))
+    else:
+        speed = ", %s MB/s" % dump["mb_per_s"] if dump.get("mb_per_s") else ""
+        lines.append("  database  %s dump (%s) in %s%s" % (size(dump.get("bytes")), dump.get("dump_kind"), duration(dump_seconds), speed))
+    fsec = files.get("seconds")
+    took = " in %s" % duration(fsec) if fsec is not None else ""
+    head = "  originals %s files (%s)%s" % (count(files.get("files")), size(files.get("bytes")), took)
+    speed = per_second(files.get("files"), fsec, "files")
+    head += " (%s)" % speed if speed else ""
+    if files.get("copied"):
+        copy_rate = rate(files.get("copied_bytes"), fsec)
+        if copy_rate is None and files.get("mb_per_s") is not None:
+            copy_rate = "%s MB/s" % files["mb_per_s"]
+        lines.append("%s: %s copied (%s), %s unchanged hard links" % (
+            head, count(files["copied"]), _join(size(files.get("copied_bytes")), copy_rate), count(files.get("linked"))))
+    else:
+        lines.append("%s: nothing new to copy, all %s are hard links to the previous set" % (head, count(files.get("linked"))))
+    if cov:
+        present = ("all %s files the database references are in the set" % count(cov.get("referenced"))
+                   if cov.get("present") == cov.get("referenced") else
+                   "%s of %s files the database references are in the set" % (count(cov.get("present")), count(cov.get("referenced"))))
+        lines.append("  coverage  %s%s" % (present, "; %d external-library assets not covered" % cov["external"]
+                                           if cov.get("external") else ""))
+    if ver:
+        vsec = _step_seconds(report, "verify")
+        lines.append("  verified  %s: %s files hashed%s%s, the dump read back" % (
+            "full check" if ver.get("full") else "new files + a sample", count(ver.get("hashed")),
+            " in %s" % duration(vsec) if vsec is not None else "",
+            " (%s)" % per_second(ver.get("hashed"), vsec, "files") if per_second(ver.get("hashed"), vsec, "files") else ""))
+    stop = _step_seconds(report, "stop server")
+    if stop is not None:
+        lines.append("  server    immich-server stopped for the dump and the copy, started again (healthy) after %s" %
+                     duration(_step_seconds(report, "start server")))
+    for t in report.get("targets") or []:
+        lines.append(_target_line(t))
+    for label, pruned in sorted((report.get("retention") or {}).items()):
+        kept = pruned.get("kept")
+        deleted = ", ".join(pruned["deleted"]) if pruned.get("deleted") else "nothing to delete"
+        lines.append("  pruned    %s: %s%s" % (label, deleted, " (%d set%s kept)" % (len(kept), "" if len(kept) == 1 else "s")
+                                              if kept else ""))
+    for warning in report.get("warnings") or []:
+        lines.append("  WARNING   %s" % warning)
+    return lines
 
 
 # -- restore -------------------------------------------------------------------------------------
@@ -29,17 +172,24 @@ def restore_lines(r):
     """Summary of a restore: what was restored, the database, the files, regeneration, the proof."""
     what = ("dump file %s (database only; the originals were not touched)" % r.get("dump_file")) if r.get("dump_file") \
         else "set %s" % r.get("set_id")
-    lines = ["%s: restored %s into %s in %s s" % (r.get("instance"), what, r.get("project_dir"), r.get("seconds"))]
+    lines = ["%s: restored %s into %s in %s" % (r.get("instance"), what, r.get("project_dir"), duration(r.get("seconds")))]
     db = r.get("db") or {}
     rows = db.get("rows_by_table") or {}
     if rows:
-        lines.append("  database  %d tables, %d rows loaded in %s s, equal to the backup's manifest%s" % (
-            len(rows), sum(rows.values()), db.get("seconds"),
-            "" if db.get("rows_diff") is not None else " (no manifest: not compared)"))
+        total = sum(rows.values())
+        lines.append("  database  %s tables, %s rows loaded in %s%s, %s" % (
+            count(len(rows)), count(total), duration(db.get("seconds")),
+            " (%s)" % per_second(total, db.get("seconds"), "rows") if per_second(total, db.get("seconds"), "rows") else "",
+            "row counts equal to the backup's manifest" if db.get("rows_diff") is not None
+            else "row counts not compared (no manifest)"))
     files = r.get("files") or {}
     if files.get("files"):
-        lines.append("  files     %d files (%s) copied, each checked against the set's sha256 (%s MB/s)" % (
-            files["files"], _mb(files.get("bytes")), files.get("mb_per_s")))
+        fsec = files.get("seconds")
+        lines.append("  files     %s files (%s) copied in %s (%s), each checked against the set's sha256" % (
+            count(files["files"]), size(files.get("bytes")), duration(fsec),
+            _join(per_second(files["files"], fsec, "files"), rate(files.get("bytes"), fsec)) or "-"))
+    elif files.get("skipped") and not r.get("dump_file"):
+        lines.append("  files     not restored (immich_restore_files=false): UPLOAD_LOCATION was left as it was")
     regen = r.get("regenerate") or {}
     absent = regen.get("absent") or {}
     if absent:
@@ -53,12 +203,25 @@ def restore_lines(r):
                              counts, " and ".join(regen.get("jobs") or ["Generate Thumbnails"])))
     orig = r.get("originals") or {}
     if orig:
-        lines.append("  originals %d assets, %d originals missing on disk%s" % (
-            orig.get("assets", 0), orig.get("missing_originals", 0),
-            " (e.g. %s)" % ", ".join(orig.get("missing_examples", [])[:3]) if orig.get("missing_originals") else ""))
+        if orig.get("missing_originals"):
+            lines.append("  originals %s assets, %s originals MISSING on disk (e.g. %s)" % (
+                count(orig.get("assets")), count(orig["missing_originals"]), ", ".join(orig.get("missing_examples", [])[:3])))
+        else:
+            lines.append("  originals %s assets, every original on disk" % count(orig.get("assets")))
+    proof = r.get("proof") or {}
+    if proof.get("assets") is not None:
+        bad = _join(*("%s %s" % (count(proof[k]), k.replace("_", " ")) for k in ("mismatched", "missing_in_backup")
+                      if proof.get(k)))
+        lines.append("  proof     %s of %s assets match the backup's SHA-1%s%s" % (
+            count(proof.get("matched")), count(proof["assets"]), " (%s)" % bad if bad else "",
+            " in %s" % duration(r["proof_seconds"]) if r.get("proof_seconds") is not None else ""))
     for check in r.get("checks") or []:
-        lines.append("  check     %s %s: %s" % ("ok  " if check["ok"] else "FAIL", check["name"], check.get("detail", "")))
-    lines.append("  server    %s" % ("answers pong" if r.get("ping") == "pong" else "did not answer the ping (%s)" % r.get("ping")))
+        if not isinstance(check, dict) or not check.get("name"):
+            continue  # a gate that did not run
+        mark = "skip" if check.get("skipped") else "ok  " if check.get("ok") else "FAIL"
+        lines.append("  check     %s %s: %s" % (mark, check["name"], check.get("detail") or ""))
+    lines.append("  server    %s" % ("answers the ping (pong)" if r.get("ping") == "pong"
+                                     else "did not answer the ping (%s)" % r.get("ping")))
     if r.get("restore_point"):
         lines.append("  restore point of the database it replaced: %s" % r["restore_point"])
     else:
@@ -141,17 +304,26 @@ def drill_junit(result):
 
 
 def drill_lines(result):
+    """Summary of a drill, one screen: PASSED or where it failed, the set, RTO and RPO, checks, steps."""
     r = result
     lines = ["Immich disaster-recovery drill on %s (%s): %s" % (
         r["host"], r.get("instance"), "PASSED" if r["status"] == "ok" else "FAILED at step %s" % r.get("failed_step"))]
     lines.append("  backup set   %s from %s" % (r.get("set_id") or "-", r.get("source")))
-    lines.append("  RTO          %s (start -> verified)" % ("%s s" % r["rto_seconds"] if r.get("rto_seconds") is not None else "-"))
-    lines.append("  RPO          %s (age of the backup)" % _hours(r.get("rpo_seconds")))
+    rto = r.get("rto_seconds")
+    lines.append("  RTO          %s (start -> verified)" % (duration(rto) if rto not in (None, "") else "-"))
+    rpo = r.get("rpo_seconds")
+    lines.append("  RPO          %s (age of the backup)" % (duration(rpo) if rpo is not None else "-"))
+    if r.get("files_checked") is not None:
+        lines.append("  files        %s originals compared with the set's sha256" % count(r["files_checked"]))
     for c in r.get("checks") or []:
         lines.append("  check        %s %s: %s" % ("ok  " if c.get("ok") else "FAIL", c["name"], c.get("detail", "")))
-    for s in r.get("steps") or []:
-        lines.append("  step         %s %s (%s s)%s" % ("ok  " if s["status"] == "ok" else "FAIL", s["name"], s["seconds"],
-                                                       ": " + s["message"] if s["message"] else ""))
+    steps = r.get("steps") or []
+    if steps:
+        lines.append("  steps        %s" % ", ".join("%s %s%s" % (s["name"], duration(s["seconds"]),
+                                                                  " FAILED" if s["status"] != "ok" else "") for s in steps))
+    for s in steps:
+        if s["status"] != "ok" and s.get("message"):
+            lines.append("  step FAILED  %s: %s" % (s["name"], s["message"]))
     if r.get("scratch_kept"):
         lines.append("  scratch      kept for inspection in %s (immich_drill_keep_scratch)" % r["scratch_kept"])
     else:
@@ -189,10 +361,15 @@ def fleet_row(host, freshness, backup_result, drill):
 
 
 def fleet_text(rows):
-    fmt = "%-16s %-11s %-12s %-10s %-9s %s"
+    """The fleet table, one line per host, and a closing count."""
+    fmt = "%-16s %-11s %-12s %-10s %-12s %s"
     out = [fmt % ("host", "status", "newest-age", "size", "duration", "last-drill")]
     for r in rows:
-        out.append(fmt % (r["host"], r["status"], "%s h" % r["age_hours"] if r["age_hours"] is not None else "none",
-                          "%.1f MiB" % (r["size_bytes"] / 1048576.0) if r["size_bytes"] else "-",
-                          "%s s" % r["duration_seconds"] if r["duration_seconds"] else "-", r["last_drill"]))
+        age = r.get("age_hours")
+        out.append(fmt % (r["host"], r["status"], duration(float(age) * 3600, precise=False) if age is not None else "none",
+                          size(r["size_bytes"]) if r.get("size_bytes") else "-",
+                          duration(r["duration_seconds"]) if r.get("duration_seconds") else "-", r["last_drill"]))
+    bad = [r for r in rows if r["status"] != "ok"]
+    out.append("%d of %d hosts ok%s" % (len(rows) - len(bad), len(rows), "; " + ", ".join(
+        "%s %s" % (r["host"], r["status"]) for r in bad) if bad else ""))
     return out
