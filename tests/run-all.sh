@@ -44,6 +44,8 @@ step "galaxy build + install" bash tests/build-install.sh
 step "execution environment" python tests/ee/check_context.py
 step "docs site" bash -c 'python tests/docs/build_site.py && python tests/docs/check_site.py build/docs'
 pytest_step integration tests/integration
+# The key stories again with a server image that is not ours (API seeding only), as on the official images.
+step "pytest foreign-image" bash tests/foreign-image.sh --junitxml="$out/junit/foreign-image.xml" -o junit_family=xunit2
 # Every runnable shell block of README.md and docs/*.md against a lab instance, one step per doc.
 mapfile -t runnable_docs < <(python tests/docs/doc_blocks.py --runnable-docs)
 [ "${#runnable_docs[@]}" -gt 0 ] || step "doc commands (no runnable doc found)" false
