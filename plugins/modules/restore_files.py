@@ -22,6 +22,12 @@ author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes
 attributes:
+  action:
+    description: Has a corresponding action plugin (progress lines in the run log).
+    support: full
+  async:
+    description: Supports being used with the C(async) keyword (then without progress lines).
+    support: full
   check_mode:
     support: full
     details: Counts what would be copied; writes nothing.
@@ -50,6 +56,20 @@ options:
     description: Mode of the files written.
     type: str
     default: "0644"
+  progress_file:
+    description:
+      - While it copies, progress is written here as JSON (at most every 2 seconds).
+      - The action plugin sets it to a file in the task's remote tmp dir (removed afterwards) when O(progress_interval)
+        is above 0; a path given here is used instead and kept.
+    type: path
+  progress_interval:
+    description:
+      - Seconds between progress lines of the copy in the run log (files and bytes done of the set's total, rate,
+        ETA). The action plugin on the controller runs the module asynchronously, polls it with C(async_status)
+        and prints a line at most this often; the module's result is the same either way.
+      - C(0) runs the module as a plain task, without progress lines. So do check mode and a task with its own C(async).
+    type: int
+    default: 30
 """
 
 EXAMPLES = r"""
@@ -83,6 +103,19 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.immich.plugins.module_utils import file_copy, file_manifest, immich
+from ansible_collections.homelab.immich.plugins.module_utils.backup_run import ProgressFile
+
+STEP = "restore files"
+
+
+def totals(manifest, only):
+    """Files and bytes the copy will make (one read of the manifest: the ETA of the progress lines)."""
+    files = size = 0
+    for entry in file_manifest.read(manifest):
+        if only is None or immich.folder_of(entry.path) in only:
+            files += 1
+            size += entry.size
+    return files, size
 
 
 def ensure_markers(dest, dir_mode, check_mode):
@@ -110,6 +143,8 @@ def main():
             folders=dict(type="list", elements="str"),
             dir_mode=dict(type="str", default="0755"),
             file_mode=dict(type="str", default="0644"),
+            progress_file=dict(type="path"),
+            progress_interval=dict(type="int", default=30),
         ),
         supports_check_mode=True,
     )
@@ -129,9 +164,20 @@ def main():
                          markers_created=ensure_markers(p["dest"], dir_mode, True),
                          msg="Would copy %d files of %s into %s." % (files, p["set_dir"], p["dest"]))
     os.makedirs(p["dest"], mode=dir_mode, exist_ok=True)
+    progress = ProgressFile(p["progress_file"], interval=min(2.0, max(p["progress_interval"], 1)))
     try:
-        stats = file_copy.restore_copy(os.path.join(p["set_dir"], "files"), manifest, p["dest"], dir_mode=dir_mode,
-                                       file_mode=file_mode, only_folders=only)
+        on_copy = None
+        if p["progress_file"]:
+            files_total, bytes_total = totals(manifest, only)
+            progress({"step": STEP, "files": 0, "bytes": 0, "files_total": files_total, "bytes_total": bytes_total})
+
+            def on_copy(**counters):
+                progress(dict(counters, step=STEP, files_total=files_total, bytes_total=bytes_total))
+        try:
+            stats = file_copy.restore_copy(os.path.join(p["set_dir"], "files"), manifest, p["dest"], dir_mode=dir_mode,
+                                           file_mode=file_mode, only_folders=only, progress=on_copy)
+        finally:
+            progress.close({"step": "done"})
     except (OSError, file_manifest.ManifestError) as exc:
         module.fail_json(msg="Copying the files of %s into %s failed: %s. The database restore stands; run the restore "
                              "of the files again once the cause is fixed." % (p["set_dir"], p["dest"], exc))
