@@ -41,6 +41,8 @@ ANSIBLE_DOCS = "https://docs.ansible.com/projects/ansible/latest/"
 ANSIBLE_LABELS = {
     "common_return_values": ("reference_appendices/common_return_values.html", "Return Values"),
     "ansible_configuration_settings": ("reference_appendices/config.html", "Ansible Configuration Settings"),
+    # the note of a module with an action plugin (backup_run, restore_files)
+    "action_plugins": ("plugins/action.html", "Action plugins"),
 }
 
 # Headings of the Markdown guides get anchors (#1-install), as on a git forge.
