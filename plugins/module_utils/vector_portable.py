@@ -103,7 +103,7 @@ def type_provider(schema, ext_schemas):
 
 # -- the SQL lexer -------------------------------------------------------------------------------
 
-_TOP = re.compile(rb"""--|/\*|;|(?<![A-Za-z0-9_$])[Ee]'|'|"|(?<![A-Za-z0-9_$])\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$""")
+_TOP = re.compile(rb"""--|/\*|;|\\|(?<![A-Za-z0-9_$])[Ee]'|'|"|(?<![A-Za-z0-9_$])\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$""")
 _E_STRING_END = re.compile(rb"(?:[^'\\]|\\.)*'", re.S)
 _COMMENT_TOKENS = re.compile(rb"/\*|\*/")
 
@@ -113,17 +113,33 @@ class SqlLexer:
     quote or a block comment; and whether a statement is open (text since the last top-level ``;``).
 
     Only what decides those two things is lexed; ``''`` inside a string lexes as close-then-open,
-    which leaves the same state.
+    which leaves the same state. A backslash at top level starts a psql meta-command that runs to the
+    end of the line (as psql's own lexer has it). Two optional hooks, for scanners:
+    ``on_statement(line, pos)`` where a statement begins (its first character), ``on_meta(line, pos)``
+    where a meta-command begins.
     """
 
     def __init__(self):
         self.state = None        # None (top), b"'", b"E'", b'"', b"/*", or a dollar tag b"$x$"
         self.depth = 0           # nesting of block comments
         self.open = False        # a statement has started and not ended
+        self.on_statement = None
+        self.on_meta = None
 
     @property
     def at_statement_start(self):
         return self.state is None and not self.open
+
+    def _begin(self, line, start, stop):
+        """Text at top level in line[start:stop]: a statement opens at its first character."""
+        if self.open:
+            return
+        seg = line[start:stop]
+        if not seg.strip():
+            return
+        self.open = True
+        if self.on_statement is not None:
+            self.on_statement(line, start + len(seg) - len(seg.lstrip()))
 
     def feed_line(self, line):
         """Advance over one line (bytes, with its newline); returns True when a statement ended in it."""
@@ -135,11 +151,9 @@ class SqlLexer:
             if st is None:
                 m = _TOP.search(line, pos)
                 if m is None:
-                    if line[pos:].strip():
-                        self.open = True
+                    self._begin(line, pos, end)
                     return ended
-                if line[pos:m.start()].strip():
-                    self.open = True
+                self._begin(line, pos, m.start())
                 tok = m.group(0)
                 pos = m.end()
                 if tok == b";":
@@ -149,8 +163,15 @@ class SqlLexer:
                     return ended
                 elif tok == b"/*":
                     self.state, self.depth = b"/*", 1
+                elif tok == b"\\":
+                    if self.on_meta is not None:
+                        self.on_meta(line, m.start())
+                    # The rest of the line is the meta-command's; the \g family sends what came before it, so
+                    # the next text is taken for a new statement (for a scanner, the careful reading).
+                    self.open = False
+                    return ended
                 else:
-                    self.open = True
+                    self._begin(line, m.start(), m.end())
                     self.state = b"E'" if tok[-1:] == b"'" and len(tok) == 2 else tok
             elif st in (b"'", b'"'):
                 i = line.find(st, pos)

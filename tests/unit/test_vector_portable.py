@@ -818,3 +818,15 @@ def test_short_copy_rows_of_other_tables_pass_at_any_chunking(step):
     out, t = run(data, sizes=[step], neutral=True)
     assert out == data.replace(b"[1,2]", b"{1,2}").replace(b"public.vector(2)", b"real[]")
     assert t.counts()["rows"] == {"smart_search": 1}
+
+
+def test_lexer_hooks_find_statement_starts_and_meta_commands_as_psql_would():
+    starts, metas = [], []
+    lexer = vp.SqlLexer()
+    lexer.on_statement = lambda line, pos: starts.append(line[pos:pos + 6])
+    lexer.on_meta = lambda line, pos: metas.append(line[pos:].strip())
+    for line in (b"SELECT 1; commit;\n", b"  /* x */ END;\n", b"CREATE FUNCTION f() AS $$\n", b"BEGIN; END\n", b"$$;\n",
+                 b"SELECT 'a\\b', E'\\'' , \"q\"\"x\" \\gexec\n", b"-- \\! not a command\n", b"SELECT 2\n", b"; ROLLBACK;\n"):
+        lexer.feed_line(line)
+    assert starts == [b"SELECT", b"commit", b"END;\n", b"CREATE", b"SELECT", b"SELECT", b"ROLLBA"]
+    assert metas == [b"\\gexec"]
