@@ -21,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import os
 import re
 
@@ -253,6 +254,7 @@ def check(dump, target, *, remap_owners=False, vector_portable=False, reset_data
     """
     problems = []
     warnings = []
+    unchecked = list(target.get("unchecked") or ())
     major = target.get("server_major") or df.major_of(target.get("server_version"))
     src_major = dump.get("server_major")
     dump_major = dump.get("pg_dump_major")
@@ -275,6 +277,8 @@ def check(dump, target, *, remap_owners=False, vector_portable=False, reset_data
             "Take the dump with the database container's own pg_dump (`docker exec <db> pg_dump`, same major as the "
             "server), or use an image with Postgres 17 or newer."))
 
+    if dump.get("restrict") and not target.get("psql_version"):
+        unchecked.append("whether the target's psql accepts the dump's \\restrict lines (its version is unknown)")
     if dump.get("restrict"):
         psql = _version_tuple(target.get("psql_version"))
         if psql and psql[0] < 18 and (psql[0] not in RESTRICT_PSQL or psql < RESTRICT_PSQL[psql[0]]):
@@ -291,10 +295,15 @@ def check(dump, target, *, remap_owners=False, vector_portable=False, reset_data
             "The cluster dump creates databases with LOCALE_PROVIDER (PostgreSQL 15 or newer) and the target runs %d."
             % major, "Use an image with Postgres 15 or newer (e.g. %s)." % (IMAGE % max(15, src_major or 15))))
 
+    extensions_known = target.get("available_extensions") is not None
+    preload_known = target.get("shared_preload_libraries") is not None
     avail = available_names(target)
     preloaded = preload_names(target.get("shared_preload_libraries"))
     vector_needed = set(dump.get("vector_extensions") or ())
-    for ext in dump.get("extensions") or ():
+    if not extensions_known:
+        unchecked.append("the extensions the target offers (%s)" % ", ".join(
+            e["name"] for e in dump.get("extensions") or ()) if dump.get("extensions") else "the target's extensions")
+    for ext in (dump.get("extensions") or ()) if extensions_known else ():
         name = ext["name"]
         if name in avail:
             continue
@@ -307,10 +316,13 @@ def check(dump, target, *, remap_owners=False, vector_portable=False, reset_data
     # The extension Immich will use: DB_VECTOR_EXTENSION, else the first of vchord, vectors, vector offered.
     pick = IMMICH_VECTOR_SETTING.get(target.get("vector_extension") or "") or next(
         (e for e in ("vchord", "vectors", "vector") if e in avail), None)
-    for name in sorted(vector_needed):
+    if not preload_known and (avail & set(PRELOAD)):
+        unchecked.append("shared_preload_libraries (%s needs it; it is set when the database starts)"
+                         % " and ".join(sorted(avail & set(PRELOAD))))
+    for name in sorted(vector_needed) if extensions_known else ():
         label = EXTENSION_NAMES.get(name, name)
         if name in avail:
-            if name in PRELOAD and PRELOAD[name] not in preloaded and name != pick:
+            if name in PRELOAD and PRELOAD[name] not in preloaded and name != pick and preload_known:
                 problems.append(_preload_problem(name, target, "CREATE EXTENSION %s in the dump fails" % name))
             continue
         offered = sorted(avail & set(VECTOR_EXTENSIONS))
@@ -331,13 +343,16 @@ def check(dump, target, *, remap_owners=False, vector_portable=False, reset_data
             fix = ("Use an image with pgvector (ghcr.io/immich-app/postgres has it) or restore with "
                    "immich_restore_vector_portable: true.")
         problems.append(_problem("vector_extension_missing", what, fix))
-    if pick in PRELOAD and PRELOAD[pick] not in preloaded:
+    if pick in PRELOAD and PRELOAD[pick] not in preloaded and preload_known:
         problems.append(_preload_problem(pick, target, "Immich's start fails (it uses %s%s)" % (
             pick, " as DB_VECTOR_EXTENSION says" if target.get("vector_extension") else ", the first vector extension offered")
             + (", and so does CREATE EXTENSION %s in the dump" % pick if pick in vector_needed else "")))
 
+    if target.get("roles") is None:
+        unchecked.append("the roles the dump names")
     roles = set(target.get("roles") or ())
-    missing_roles = sorted(set(dump.get("roles") or ()) - roles - set(dump.get("roles_created") or ()))
+    missing_roles = sorted(set(dump.get("roles") or ()) - roles - set(dump.get("roles_created") or ())) \
+        if target.get("roles") is not None else []
     if missing_roles:
         what = ("The dump names role%s %s (OWNER TO / GRANT) that the target does not have."
                 % ("" if len(missing_roles) == 1 else "s", ", ".join(missing_roles)))
@@ -351,6 +366,10 @@ def check(dump, target, *, remap_owners=False, vector_portable=False, reset_data
 
     free = target.get("free_bytes")
     plain = dump.get("plain_bytes") or 0
+    if free is None:
+        unchecked.append("free disk for the data folder")
+    if not major:
+        unchecked.append("the target's Postgres version")
     if free is not None and plain:
         reclaim = (target.get("cluster_bytes") or 0) if reset_data else 0
         need = int(plain * disk_factor) + disk_margin
@@ -363,18 +382,41 @@ def check(dump, target, *, remap_owners=False, vector_portable=False, reset_data
                 "Free %s on the disk of DB_DATA_LOCATION, or move DB_DATA_LOCATION to a larger disk."
                 % _gb(need - free - reclaim)))
 
-    return {"ok": not problems, "incompatibilities": problems, "warnings": warnings, "message": message(problems)}
+    return {"ok": not problems, "incompatibilities": problems, "warnings": warnings, "unchecked": unchecked,
+            "message": message(problems, unchecked)}
 
 
-def message(problems):
+def message(problems, unchecked=()):
     """One message for the user: each incompatibility and its fix; the instance was not touched."""
     if not problems:
-        return "The dump and the target are compatible."
+        return "The dump and the target are compatible%s." % (
+            " (not checked: %s)" % "; ".join(unchecked) if unchecked else "")
     lines = ["Refusing to restore: %d incompatibilit%s between the dump and the target. The instance was not touched "
              "(nothing was stopped, reset or deleted)." % (len(problems), "y" if len(problems) == 1 else "ies")]
     for p in problems:
         lines.append("- %s Fix: %s" % (p["what"], p["fix"]))
+    if unchecked:
+        lines.append("Not checked: %s." % "; ".join(unchecked))
     return "\n".join(lines)
+
+
+def gate_check(result, dump, target):
+    """The gate's answer as a named check for the restore summary and the drill's JUnit: what the dump
+    needs, what the target offers (and where that was read), what could not be checked."""
+    exts = ", ".join(e["name"] for e in dump.get("extensions") or ()) or "none"
+    where = target.get("source") or "the target"
+    detail = ("%s dump of PostgreSQL %s (pg_dump %s; extensions %s) into PostgreSQL %s (%s)" % (
+        dump.get("dump_kind") or "?", dump.get("server_version") or "?", dump.get("pg_dump_version") or "?", exts,
+        target.get("server_version") or "?", where))
+    if result["ok"]:
+        detail = "compatible: " + detail
+    else:
+        detail = "; ".join(p["what"] for p in result["incompatibilities"]) + " (" + detail + ")"
+    if result.get("warnings"):
+        detail += "; " + " ".join(result["warnings"])
+    if result.get("unchecked"):
+        detail += "; not checked: " + "; ".join(result["unchecked"])
+    return {"name": "compatibility gate", "ok": bool(result["ok"]), "detail": detail, "skipped": False}
 
 
 # -- gathering the target's facts through docker exec -------------------------------------------------
@@ -477,3 +519,139 @@ class GateError(Exception):
     def __init__(self, msg, result):
         Exception.__init__(self, msg)
         self.result = result
+
+
+# -- the target when its database is not running: the image the restore will start ---------------------
+
+_PRELOAD_ARG = re.compile(r"shared_preload_libraries\s*=\s*(.*)$")
+_CONFIG_FILE_ARG = re.compile(r"config_file\s*=\s*(\S+)$")
+
+
+def _image_argv(image, entrypoint, *args):
+    """``docker run --rm`` of the DB image with another entrypoint: no network, never pulled, nothing of the
+    instance mounted (its containers are not touched)."""
+    return [dx.DOCKER, "run", "--rm", "--pull=never", "--network=none", "--entrypoint", entrypoint, image] + list(args)
+
+
+def _conf_value(text):
+    """The value of a ``shared_preload_libraries = 'a,b'  # comment`` line (the last one wins)."""
+    value = None
+    for raw in (text or "").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        m = _PRELOAD_ARG.search(line)
+        if m and line.startswith("shared_preload_libraries"):
+            value = m.group(1).strip().strip("'\"")
+    return value
+
+
+def preload_from_args(args):
+    """(shared_preload_libraries, config_file) named by a command line (``-c key=value`` or ``--key=value``)."""
+    preload = config = None
+    for arg in args or ():
+        text = str(arg).lstrip("-")
+        m = _PRELOAD_ARG.match(text)
+        if m:
+            preload = m.group(1).strip().strip("'\"")
+        m = _CONFIG_FILE_ARG.match(text)
+        if m:
+            config = m.group(1)
+    return preload, config
+
+
+def image_facts(image, command=None, run=None):
+    """What the gate needs from a DB image whose container is not running (a wiped or bare host), read with
+    ``docker run --rm --entrypoint ...`` of the image: its Postgres major and version, its psql, the
+    extensions it ships (their control files) and shared_preload_libraries (the compose ``command``, the
+    image's own command, a ``config_file`` it names, or the sample that initdb copies). What cannot be
+    read is None and named in ``unchecked``: check() then says so instead of guessing."""
+    run = run or dx.run
+    facts = {"source": "image %s (its database was not running)" % image, "unchecked": [], "server_version": None,
+             "server_major": None, "psql_version": None, "available_extensions": None, "shared_preload_libraries": None,
+             "image": image}
+    if not image:
+        facts["unchecked"].append("the database image (the compose file names none)")
+        return facts
+    rc, out, err = run(_image_argv(image, "find", "/usr/lib/postgresql", "/usr/share/postgresql", "-maxdepth", "3",
+                                   "(", "-name", "*.control", "-o", "-path", "*/bin/postgres", ")"), timeout=180)
+    paths = out.split() if rc == 0 or out else []
+    majors = sorted(int(p.split("/")[4]) for p in paths
+                    if p.startswith("/usr/lib/postgresql/") and p.endswith("/bin/postgres") and p.split("/")[4].isdigit())
+    if not majors:
+        facts["unchecked"].append("the image %s could not be read (%s)" % (image, (err or out).strip()[-200:] or "no Postgres in it"))
+        return facts
+    major = majors[-1]
+    bindir = "/usr/lib/postgresql/%d/bin" % major
+    prefix = "/usr/share/postgresql/%d/extension/" % major
+    facts["available_extensions"] = dict((p[len(prefix):-len(".control")], "") for p in sorted(paths)
+                                         if p.startswith(prefix) and p.endswith(".control"))
+    for key, binary in (("server_version", "postgres"), ("psql_version", "psql")):
+        rc, out, _err = run(_image_argv(image, "%s/%s" % (bindir, binary), "--version"), timeout=120)
+        m = re.search(r"\(PostgreSQL\) (\S+)", out) if rc == 0 else None
+        facts[key] = m.group(1) if m else None
+    facts["server_major"] = df.major_of(facts["server_version"]) or major
+    facts["shared_preload_libraries"] = _image_preload(image, command, run, set(facts["available_extensions"]))
+    return facts
+
+
+def _image_preload(image, command, run, offered):
+    preload, config = preload_from_args(command)
+    if preload is not None:
+        return preload
+    rc, out, _err = run([dx.DOCKER, "image", "inspect", "--format", "{{json .Config.Entrypoint}} {{json .Config.Cmd}}", image])
+    if rc == 0:
+        args = []
+        for part in out.strip().split(" ", 1):
+            try:
+                args += json.loads(part) or []
+            except ValueError:
+                pass
+        preload, config2 = preload_from_args(args)
+        if preload is not None:
+            return preload
+        config = config or config2
+    # the file the image's command names, and the samples initdb copies (Debian keeps one per major)
+    rc, out, _err = run(_image_argv(image, "grep", "-rhs", "shared_preload_libraries", *([config] if config else [])
+                                    + ["/usr/share/postgresql"]), timeout=120)
+    value = _conf_value(out) if rc in (0, 1) else None
+    if value is not None:
+        return value
+    if not offered & set(PRELOAD):
+        return ""  # nothing in this image needs a preload: the setting cannot matter
+    return None
+
+
+def gather_target(instance, *, reset_data=True, password=None, run=None, query=None, command=None):
+    """The facts of the target a restore will create: the running database container when it runs the image the
+    compose file names, else that image (``image_facts``). ``reset_data``: the restore empties the data folder,
+    so the new cluster's only role is the instance's DB_USERNAME (POSTGRES_USER). ``command``: the database
+    service's compose ``command`` (or a function returning it, called only when the image is read)."""
+    container = instance.get("db_container")
+    image = instance.get("db_image")
+    user = instance.get("db_user") or "postgres"
+    data_path = instance.get("db_data_location") if instance.get("db_data_kind") == "bind" else None
+    running_image = None
+    if container and dx.running(container):
+        info = dx.inspect(container) or {}
+        running_image = (info.get("Config") or {}).get("Image")
+    facts = None
+    notes = []
+    if running_image is not None and (not image or running_image == image):
+        try:
+            facts = target_facts(container, user, "postgres", password=password, data_path=data_path, query=query)
+            facts["source"] = "the running database container %s (%s)" % (container, running_image)
+            facts["unchecked"] = []
+        except dx.DockerError as exc:
+            notes.append("the running database %s did not answer (%s): its image was read instead" % (container, str(exc)[:160]))
+    elif running_image is not None:
+        notes.append("the database container runs %s but the compose file names %s, which the restore will start: "
+                     "that image was read" % (running_image, image))
+    if facts is None:
+        facts = image_facts(image, command=command() if callable(command) else command, run=run)
+        facts["free_bytes"] = free_bytes(None, data_path) if data_path else None
+        facts["cluster_bytes"] = 0
+        facts["roles"] = None
+        facts["data_path"] = data_path or DATA_DIR
+    if reset_data:
+        facts["roles"] = [user]
+    facts["notes"] = notes
+    return facts

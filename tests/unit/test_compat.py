@@ -265,7 +265,8 @@ def test_vector_portable_turns_the_refusal_into_a_warning(v2):
 
 def test_the_immich_image_takes_the_dump(v2):
     res = compat.check(v2, target())
-    assert res == {"ok": True, "incompatibilities": [], "warnings": [], "message": "The dump and the target are compatible."}
+    assert res == {"ok": True, "incompatibilities": [], "warnings": [], "unchecked": [],
+                   "message": "The dump and the target are compatible."}
 
 
 @pytest.mark.parametrize("preload", ["", "pg_stat_statements", '"$libdir/vectors.so"'])
@@ -497,3 +498,107 @@ def test_free_bytes_from_df_in_the_container(monkeypatch):
     out = "Filesystem     1024-blocks    Used Available Capacity Mounted on\n/dev/vda         263174212 2700000  78643200      27% /var/lib/postgresql/data\n"
     monkeypatch.setattr(dx, "run", lambda argv, **kw: (0, out, "") if argv[3:5] == ["df", "-P"] else (1, "", ""))
     assert compat.free_bytes("db") == 78643200 * 1024
+
+
+# -- what could not be read is named, never guessed -------------------------------------------------------
+
+def test_unknown_facts_are_named_not_guessed(v2):
+    res = compat.check(v2, target(shared_preload_libraries=None, roles=None, free_bytes=None, psql_version=None))
+    assert res["ok"] is True  # vchord offered, preload unknown: no preload_missing refusal made up
+    text = " | ".join(res["unchecked"])
+    for part in ("shared_preload_libraries", "roles", "free disk", "\\restrict"):
+        assert part in text, text
+    assert "not checked:" in res["message"]
+    res = compat.check(v2, target(available_extensions=None))
+    assert res["ok"] is True and "extensions the target offers" in res["unchecked"][0]
+
+
+def test_gate_check_for_the_summary(v2):
+    res = compat.check(v2, pgvector_only(source="image lab/pg17", unchecked=["the roles the dump names"]))
+    chk = compat.gate_check(res, v2, pgvector_only(source="image lab/pg17"))
+    assert chk["name"] == "compatibility gate" and chk["ok"] is False
+    assert chk["detail"].startswith("The dump uses the vector extension vchord (VectorChord)")
+    assert "PostgreSQL 16.10" in chk["detail"] and "image lab/pg17" in chk["detail"] and "not checked: the roles" in chk["detail"]
+    ok = compat.gate_check(compat.check(v2, target()), v2, target(source="the running database container db"))
+    assert ok["ok"] and ok["detail"].startswith("compatible: database dump of PostgreSQL 16.10")
+
+
+def test_preload_from_command_lines_and_config_files():
+    assert compat.preload_from_args(["postgres", "-c", "shared_preload_libraries=vchord.so",
+                                     "-c", "config_file=/etc/postgresql/postgresql.conf"]) == ("vchord.so", "/etc/postgresql/postgresql.conf")
+    assert compat.preload_from_args(["--shared_preload_libraries='vectors.so'"]) == ("vectors.so", None)
+    assert compat.preload_from_args(None) == (None, None)
+    conf = "#shared_preload_libraries = ''\nshared_preload_libraries = 'vchord.so, vectors.so'  # Immich\n"
+    assert compat._conf_value(conf) == "vchord.so, vectors.so"
+    assert compat._conf_value("#shared_preload_libraries = 'x'\n") is None
+
+
+class FakeDocker:
+    """dx.run for `docker run --rm --entrypoint ...` of an image and `docker image inspect`."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def __call__(self, argv, **kw):
+        self.calls.append(argv)
+        if argv[1] == "image":
+            return self.answers.get("inspect", (0, '["docker-entrypoint.sh"] ["postgres"]', ""))
+        assert argv[:6] == [dx.DOCKER, "run", "--rm", "--pull=never", "--network=none", "--entrypoint"], argv
+        return self.answers.get(argv[6], (1, "", "unexpected %s" % argv))
+
+
+IMMICH_IMAGE_FILES = "\n".join(["/usr/lib/postgresql/16/bin/postgres", "/usr/share/postgresql/16/extension/vchord.control",
+                                "/usr/share/postgresql/16/extension/vector.control", "/usr/share/postgresql/16/extension/cube.control",
+                                "/usr/lib/postgresql/15/bin/postgres"])
+
+
+def test_image_facts_of_an_image_whose_database_is_not_running():
+    fake = FakeDocker({
+        "find": (0, IMMICH_IMAGE_FILES, ""),
+        "/usr/lib/postgresql/16/bin/postgres": (0, "postgres (PostgreSQL) 16.10 (Debian 16.10-1.pgdg120+1)\n", ""),
+        "/usr/lib/postgresql/16/bin/psql": (0, "psql (PostgreSQL) 16.10 (Debian 16.10-1.pgdg120+1)\n", ""),
+        "inspect": (0, '["docker-entrypoint.sh"] ["postgres","-c","config_file=/etc/postgresql/postgresql.conf"]', ""),
+        "grep": (0, "shared_preload_libraries = 'vchord.so'\n", ""),
+    })
+    facts = compat.image_facts("ghcr.io/immich-app/postgres:16-vectorchord0.4.3", run=fake)
+    assert facts["server_major"] == 16 and facts["server_version"] == "16.10" and facts["psql_version"] == "16.10"
+    assert sorted(facts["available_extensions"]) == ["cube", "vchord", "vector"]
+    assert facts["shared_preload_libraries"] == "vchord.so" and facts["unchecked"] == []
+    assert "/etc/postgresql/postgresql.conf" in [c for c in fake.calls if c[6:7] == ["grep"]][0]
+    assert facts["source"].startswith("image ghcr.io/immich-app/postgres:16")
+    # The compose file's own `command:` wins; nothing read from the image for it then.
+    fake.calls = []
+    facts = compat.image_facts("img", command=["postgres", "-c", "shared_preload_libraries=vectors.so"], run=fake)
+    assert facts["shared_preload_libraries"] == "vectors.so" and not [c for c in fake.calls if c[6:7] == ["grep"]]
+
+
+def test_image_facts_say_what_they_could_not_read():
+    fake = FakeDocker({"find": (125, "", "Unable to find image 'gone:1' locally")})
+    facts = compat.image_facts("gone:1", run=fake)
+    assert facts["available_extensions"] is None and facts["server_major"] is None
+    assert "could not be read" in facts["unchecked"][0] and "gone:1" in facts["unchecked"][0]
+    fake = FakeDocker({"find": (0, IMMICH_IMAGE_FILES, ""), "grep": (1, "", "")})
+    assert compat.image_facts("img", run=fake)["shared_preload_libraries"] is None  # vchord offered, preload unknown
+    plain = FakeDocker({"find": (0, "/usr/lib/postgresql/17/bin/postgres\n/usr/share/postgresql/17/extension/cube.control", ""),
+                        "grep": (1, "", "")})
+    assert compat.image_facts("img", run=plain)["shared_preload_libraries"] == ""  # nothing needs one
+
+
+def test_gather_target_running_or_from_the_image(monkeypatch):
+    inst = {"db_container": "db", "db_image": "lab/pg:17", "db_user": "immich", "db_data_kind": "volume"}
+    monkeypatch.setattr(dx, "running", lambda c: True)
+    monkeypatch.setattr(dx, "inspect", lambda c: {"Config": {"Image": "lab/pg:17"}})
+    monkeypatch.setattr(compat, "target_facts", lambda *a, **k: dict(target(), roles=["postgres", "other"]))
+    facts = compat.gather_target(inst)
+    assert facts["source"].startswith("the running database container db") and facts["roles"] == ["immich"]
+    assert compat.gather_target(inst, reset_data=False)["roles"] == ["postgres", "other"]
+    # The compose file names another image than the container runs: the restore starts that one, so it is read.
+    monkeypatch.setattr(dx, "inspect", lambda c: {"Config": {"Image": "lab/pg:15"}})
+    monkeypatch.setattr(compat, "image_facts", lambda image, command=None, run=None: {"source": "image " + image,
+                                                                                       "unchecked": [], "server_major": 17})
+    facts = compat.gather_target(inst, command=lambda: ["postgres"])
+    assert facts["source"] == "image lab/pg:17" and "compose file names lab/pg:17" in facts["notes"][0]
+    assert facts["free_bytes"] is None and facts["roles"] == ["immich"]
+    monkeypatch.setattr(dx, "running", lambda c: False)
+    facts = compat.gather_target(dict(inst, db_data_kind="bind", db_data_location="/nonexistent/postgres"), reset_data=False)
+    assert facts["notes"] == [] and facts["roles"] is None and facts["free_bytes"] > 0
