@@ -816,3 +816,85 @@ def boot_proof(admins, maintenance, log_text=None, schema_check=None, cleared=Fa
     else:
         checks.append(schema_check_verdict(schema_check[0], rc=schema_check[1]))
     return checks
+
+
+# -- the boot proof against a running instance (docker exec / docker logs) -----------------------------------
+
+def clear_maintenance(container, user, database, password=None, query=None):
+    """Before the restored server starts: a dump taken during maintenance mode restores into it, and the
+    server would boot its maintenance worker instead of the API. Switch it off in the database (what
+    ``immich-admin disable-maintenance-mode`` writes) and say so. Returns {"before", "cleared", "check"};
+    the check fails (it never raises) when the database cannot be read: the proof after the start says more."""
+    query = query or dx.query
+    try:
+        facts = read_boot_facts(container, user, database, password, query=query)
+    except (ProofError, dx.DockerError, IndexError, ValueError) as exc:
+        return {"before": None, "cleared": False,
+                "check": check("not in maintenance mode", False, "could not be read before the start: %s" % exc)}
+    before = facts["maintenance"]
+    if not in_maintenance(before):
+        return {"before": before, "cleared": False, "check": maintenance_check(before)}
+    query(container, user, database, CLEAR_MAINTENANCE_SQL, password)
+    return {"before": before, "cleared": True, "check": maintenance_check(before, cleared=True)}
+
+
+def maintenance_after_start(step, now):
+    """The maintenance check after the start: the value read now, and what ``clear_maintenance`` did before it."""
+    if in_maintenance(now):
+        return maintenance_check(now)
+    if (step or {}).get("cleared"):
+        return maintenance_check((step or {}).get("before"), cleared=True)
+    return maintenance_check(now)
+
+
+def server_started_at(server, run=None):
+    """The server container's State.StartedAt (the start of its log that counts), or None."""
+    run = run or dx.run
+    rc, out, _err = run([dx.DOCKER, "inspect", "-f", "{{.State.StartedAt}}", server], timeout=60)
+    return out.strip() or None if rc == 0 else None
+
+
+def server_log_since(server, since, run=None):
+    """``docker logs --since <start>`` of the server (stdout and stderr): what it logged since it started."""
+    run = run or dx.run
+    rc, out, err = run([dx.DOCKER, "logs", "--since", since, server] if since else [dx.DOCKER, "logs", server], timeout=120)
+    if rc != 0:
+        raise ProofError("Cannot read the log of %s: %s" % (server, err.strip()[-300:]))
+    return out + err
+
+
+_NO_COMMAND = ("executable file not found", "unknown command", "command not found", "no such file or directory")
+
+
+def run_schema_check(server, run=None):
+    """(output, rc) of ``immich-admin schema-check`` in the server container; None where the image has no such
+    command (immich-admin missing, or a release before schema-check)."""
+    run = run or dx.run
+    rc, out, err = run(dx.exec_argv(server, ["immich-admin", "schema-check"]), timeout=300)
+    text = out + err
+    if rc != 0 and (rc in (126, 127) or any(s in text.lower() for s in _NO_COMMAND)):
+        return None
+    return text, rc
+
+
+def parse_sample(value):
+    """The drill's / role's sample: '', 'all', 0 or '0' -> None (every original); '200' -> 200; '10%' and
+    '0.1' stay as they are (asset_proof understands them)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text in ("", "all", "0"):
+        return None
+    if text.isdigit():
+        return int(text)
+    return text
+
+
+def outcome(checks):
+    """ok, and the one message a failed proof gives: the restore stands (its rows matched), what failed."""
+    failed = [c for c in checks if not c.get("ok")]
+    if not failed:
+        return True, "every check passed: %s" % ", ".join(c["name"] for c in checks)
+    return False, ("The restore stands (its rows matched the backup), but %d check%s of the restored instance failed: %s."
+                   % (len(failed), "" if len(failed) == 1 else "s", " | ".join("%s: %s" % (c["name"], c["detail"])
+                                                                             for c in failed)))

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from ansible_collections.homelab.immich.plugins.module_utils import file_manifest, immich, proof
+from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
 
 USER = "0b1c2d3e-0000-4000-8000-000000000001"
 
@@ -452,3 +453,97 @@ def test_no_rows_but_originals_on_disk_fails(library):
     assert res["ok"] is False and res["empty_database"] is True and res["orphans"] == 13
     assert res["detail"].startswith("the database names no asset, yet UPLOAD_LOCATION holds 13 originals")
     assert proof.asset_proof(iter([]), str(os.path.dirname(root)), folders=("nothing-here",))["ok"] is True
+
+
+# -- the boot proof against a running instance -------------------------------------------------------------
+
+def maintenance_db(value):
+    """A query function for read_boot_facts / clear_maintenance: one admin, the maintenance row given."""
+    state = {"value": value, "cleared": 0}
+
+    def query(container, user, database, sql, password):
+        if sql == proof.BOOT_TABLES_SQL:
+            return [["t", "f"]]
+        if sql.startswith("SELECT count(*)"):
+            return [["1"]]
+        if sql == proof.CLEAR_MAINTENANCE_SQL:
+            state["cleared"] += 1
+            state["value"] = '{"isMaintenanceMode": false}'
+            return []
+        return [[state["value"]]] if state["value"] is not None else []
+    return state, query
+
+
+def test_maintenance_mode_is_cleared_before_the_start_and_said_so():
+    state, query = maintenance_db('{"isMaintenanceMode": true, "secret": "s"}')
+    step = proof.clear_maintenance("db", "postgres", "immich", query=query)
+    assert step["cleared"] is True and state["cleared"] == 1 and step["check"]["ok"]
+    assert step["check"]["detail"].startswith("cleared:") and step["check"]["finding"] == "cleared"
+    after = proof.maintenance_after_start(step, state["value"])
+    assert after["ok"] and after["detail"].startswith("cleared:")
+    # Back in maintenance mode after the start (someone enabled it, or the clear did not hold): a failure.
+    assert proof.maintenance_after_start(step, '{"isMaintenanceMode": true}')["ok"] is False
+    state, query = maintenance_db(None)
+    step = proof.clear_maintenance("db", "postgres", "immich", query=query)
+    assert step["cleared"] is False and state["cleared"] == 0 and step["check"]["finding"] == "none"
+    assert proof.maintenance_after_start(step, None)["detail"].startswith("system_metadata holds no active")
+
+
+def test_clear_maintenance_never_raises():
+    def broken(*a):
+        raise dx.DockerError("psql failed: relation \"system_metadata\" does not exist")
+    step = proof.clear_maintenance("db", "postgres", "immich", query=broken)
+    assert step["check"]["ok"] is False and "could not be read before the start" in step["check"]["detail"]
+
+
+def test_schema_check_of_an_image_without_it_is_skipped():
+    assert proof.run_schema_check("srv", run=lambda argv, **kw: (127, "", 'exec: "immich-admin": executable file not found')) is None
+    assert proof.run_schema_check("srv", run=lambda argv, **kw: (1, "", "error: unknown command 'schema-check'")) is None
+    out = "Migrations are up to date\n\nNo schema drift detected\n"
+    calls = []
+
+    def run(argv, **kw):
+        calls.append(argv)
+        return 0, out, ""
+    assert proof.run_schema_check("srv", run=run) == (out, 0)
+    assert calls == [[dx.DOCKER, "exec", "srv", "immich-admin", "schema-check"]]
+
+
+def test_server_log_since_its_start():
+    calls = []
+
+    def run(argv, **kw):
+        calls.append(argv)
+        return (0, "2026-12-01T18:00:00.123Z\n", "") if argv[1] == "inspect" else (0, "out\n", "Detected schema drift\n")
+    since = proof.server_started_at("srv", run=run)
+    assert since == "2026-12-01T18:00:00.123Z"
+    assert "Detected schema drift" in proof.server_log_since("srv", since, run=run)
+    assert calls[-1] == [dx.DOCKER, "logs", "--since", since, "srv"]
+    with pytest.raises(proof.ProofError, match="Cannot read the log"):
+        proof.server_log_since("srv", since, run=lambda argv, **kw: (1, "", "No such container: srv"))
+
+
+@pytest.mark.parametrize("value,want", [(None, None), ("", None), ("all", None), (0, None), ("0", None), (200, 200),
+                                        ("200", 200), ("10%", "10%"), ("0.1", "0.1")])
+def test_parse_sample(value, want):
+    assert proof.parse_sample(value) == want
+
+
+def test_outcome_says_the_restore_stands():
+    ok, msg = proof.outcome([proof.check("a", True, "fine"), proof.check("b", True, "fine")])
+    assert ok and msg == "every check passed: a, b"
+    ok, msg = proof.outcome([proof.check("admin exists", False, "no admin"), proof.check("x", True, "")])
+    assert not ok and msg.startswith("The restore stands (its rows matched the backup), but 1 check") and "admin exists: no admin" in msg
+
+
+def test_the_drill_takes_the_restores_checks_as_its_own():
+    from ansible_collections.homelab.immich.plugins.modules import drill_scratch  # noqa: PLC0415
+
+    restore = {"checks": [{"name": "compatibility gate", "ok": True, "detail": "compatible"}, {},
+                          {"name": "admin exists", "ok": False, "detail": "no admin", "skipped": False},
+                          {"name": "per-asset SHA-1", "ok": True, "detail": "150 of 150", "seconds": 0.4},
+                          {"name": "server answers", "ok": False, "detail": "a name the drill has already"}]}
+    got = drill_scratch.restore_checks(restore, ["database rows", "server answers"])
+    assert [c["name"] for c in got] == ["compatibility gate", "admin exists", "per-asset SHA-1"]
+    assert got[1] == {"name": "admin exists", "ok": False, "detail": "no admin", "skipped": False}
+    assert got[2]["seconds"] == 0.4 and drill_scratch.restore_checks({}, []) == []
