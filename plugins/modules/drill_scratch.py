@@ -18,7 +18,9 @@ description:
   - O(state=verify) checks a restored scratch instance against a backup set - the rows the restore loaded against
     the dump manifest, the files it copied, the files against C(files.manifest.tsv) after the server started (folder
     markers by presence, since Immich rewrites them at every boot), every file the database references on disk,
-    ping - and returns the RPO (age of the set).
+    ping, and the checks the restore role proved the instance with (C(restore.checks) - compatibility gate,
+    per-asset SHA-1 of the originals against Immich's checksums, admin, maintenance mode, schema drift, schema-check)
+    - and returns the RPO (age of the set).
   - O(state=absent) tears the scratch project down (C(down -v)), removes its folder and reports leftovers.
 options:
   state:
@@ -51,7 +53,9 @@ options:
         C(db_dumps/last/*-latest.sql.gz)); the file checks are skipped and the RPO is the dump's age.
     type: path
   sample:
-    description: Number of files whose sha256 is checked again after the scratch server started; 0 checks all of them.
+    description:
+      - Number of files whose sha256 is checked again after the scratch server started; 0 checks all of them. (The
+        per-asset SHA-1 proof has its own sample, given to the restore role - immich_restore_proof_sample.)
     type: int
     default: 0
   restore:
@@ -263,11 +267,27 @@ def verify(module, p):
         check("every file the database references is on disk", False, str(exc))
     pong = _ping(inst)
     check("server answers", pong == "pong", "GET /api/server/ping answered %r" % pong)
+    checks.extend(restore_checks(restore, [c["name"] for c in checks]))
     sid = os.path.basename(os.path.normpath(p["set_dir"]))
     rpo = time.time() - retention.set_time(sid) if sets.SET_ID_RE.match(sid) else None
     failed = [c for c in checks if not c["ok"]]
     module.exit_json(changed=False, ok=not failed, checks=checks, rpo_seconds=rpo, files_checked=report.hashed,
                      files_total=report.files, problems=["%s: %s" % (c["name"], c["detail"]) for c in failed])
+
+
+def restore_checks(restore, taken):
+    """The checks the restore role proved the scratch instance with (compatibility gate, vector-portable stage,
+    per-asset SHA-1, admin, maintenance mode, schema drift, schema-check): the drill's checks too, so that its
+    JUnit names each. A skipped one passes and says why."""
+    out = []
+    for c in restore.get("checks") or []:
+        if not c or not c.get("name") or c["name"] in taken:
+            continue
+        item = {"name": c["name"], "ok": bool(c.get("ok")), "detail": c.get("detail") or "", "skipped": bool(c.get("skipped"))}
+        if c.get("seconds") is not None:
+            item["seconds"] = c["seconds"]
+        out.append(item)
+    return out
 
 
 def _ping(inst):
@@ -288,6 +308,7 @@ def verify_dump_only(module, p, inst, restore):
                "detail": "%d tables restored, %s assets (a dumper's dump has no manifest to compare with)" % (len(rows), assets)}]
     pong = _ping(inst)
     checks.append({"name": "server answers", "ok": pong == "pong", "detail": "GET /api/server/ping answered %r" % pong})
+    checks.extend(restore_checks(restore, [c["name"] for c in checks]))
     rpo = time.time() - os.stat(p["dump_file"]).st_mtime
     failed = [c for c in checks if not c["ok"]]
     module.exit_json(changed=False, ok=not failed, checks=checks, rpo_seconds=rpo, files_checked=0, files_total=0,

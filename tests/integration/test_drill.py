@@ -53,7 +53,10 @@ class Poller(threading.Thread):
 
 
 CHECKS = {"database rows", "files restored and verified", "files equal the set after the server started",
-          "every file the database references is on disk", "server answers"}
+          "every file the database references is on disk", "server answers",
+          # the restore role's proofs of the scratch instance (issue 12)
+          "compatibility gate", "admin exists", "not in maintenance mode", "no schema drift logged",
+          "immich-admin schema-check", "per-asset SHA-1"}
 
 
 def test_drill_passes_on_a_server_that_rewrites_its_markers(tmp_path, make_instance):
