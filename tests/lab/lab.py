@@ -153,12 +153,14 @@ class Instance:
     to /usr/src/app and UPLOAD_LOCATION mounted there, as the compose file of that era did).
     server_env: extra .env lines for the server (DB_SKIP_MIGRATIONS, IMMICH_IGNORE_MOUNT_CHECK_ERRORS, ...).
     server_image / postgres_image / redis_image: override LAB_IMAGE_* and build.sh's tags.
+    pgvector=False (pg=17 only): build.sh's PG 17 image without pgvector (LAB_IMAGE_POSTGRES17_NOVECTOR), a target
+    lacking the vector extension of a dump; the stand-in runs there in its no-vector mode (LAB_ALLOW_NO_VECTOR).
     """
 
     def __init__(self, name, *, pg=15, root=None, port=None, prefix=None, user="postgres",
                  database="immich", password=None, upload="./library", db_data="./postgres",
                  immich_version=None, server_env=None, vector_extension=None, media_location=None,
-                 server_image=None, postgres_image=None, redis_image=None):
+                 server_image=None, postgres_image=None, redis_image=None, pgvector=True):
         self.name = name
         self.pg = int(pg)
         self.root = root or os.path.join(INSTANCES, name)
@@ -177,6 +179,9 @@ class Instance:
         self._images = {"server": server_image or os.environ.get("LAB_IMAGE_SERVER") or None,
                         "postgres": postgres_image or os.environ.get("LAB_IMAGE_POSTGRES") or None,
                         "redis": redis_image or os.environ.get("LAB_IMAGE_REDIS") or None}
+        self.pgvector = bool(pgvector)
+        if not self.pgvector and self.pg != 17:
+            raise ValueError("pgvector=False exists for pg=17 only (our PG 15 has no vector extension anyway)")
         self.seed_result = None
         self.containers = {
             "server": self.prefix + "_server",
@@ -204,7 +209,7 @@ class Instance:
             return self._images[kind]
         img = images()
         return img["LAB_IMAGE_SERVER"] if kind == "server" else img["LAB_IMAGE_REDIS"] if kind == "redis" \
-            else img["LAB_IMAGE_POSTGRES%d" % self.pg]
+            else img["LAB_IMAGE_POSTGRES%d%s" % (self.pg, "" if self.pgvector else "_NOVECTOR")]
 
     @property
     def api_seeding(self):
@@ -213,7 +218,8 @@ class Instance:
 
     @property
     def own_postgres(self):
-        return self.image("postgres") in (images().get("LAB_IMAGE_POSTGRES15"), images().get("LAB_IMAGE_POSTGRES17"))
+        return self.image("postgres") in (images().get("LAB_IMAGE_POSTGRES15"), images().get("LAB_IMAGE_POSTGRES17"),
+                                          images().get("LAB_IMAGE_POSTGRES17_NOVECTOR"))
 
     def env_lines(self):
         """The server environment beyond example.env's keys: what the modelled server needs here."""
@@ -222,8 +228,8 @@ class Instance:
         if vector is None and self.own_postgres:
             # Our PG 17 has pgvector (v2 finds it alone; <= 1.136 defaulted to pgvecto.rs and needs it named);
             # our PG 15 has none: the stand-in may run without one (LAB_ALLOW_NO_VECTOR), the real server not.
-            vector = "pgvector" if self.pg >= 17 and self.old_naming else ""
-            if self.pg < 17:
+            vector = "pgvector" if self.pg >= 17 and self.old_naming and self.pgvector else ""
+            if self.pg < 17 or not self.pgvector:
                 env["LAB_ALLOW_NO_VECTOR"] = "true"
         if vector:
             env["DB_VECTOR_EXTENSION"] = vector
@@ -492,7 +498,8 @@ class Instance:
                 "upload": self._upload, "db_data": self._db_data, "immich_version": self.immich_version,
                 "server_env": self.server_env, "vector_extension": self.vector_extension,
                 "media_location": self.media_location, "server_image": self._images["server"],
-                "postgres_image": self._images["postgres"], "redis_image": self._images["redis"]}
+                "postgres_image": self._images["postgres"], "redis_image": self._images["redis"],
+                "pgvector": self.pgvector}
 
     def as_dict(self):
         return {

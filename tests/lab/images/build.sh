@@ -79,12 +79,31 @@ else
   trixie=$(build_base trixie "$TRIXIE_PKGS")
 fi
 
+# purged TAGNAME BASE PACKAGE...: BASE with Debian packages purged (dpkg, offline: no mirror needed), committed.
+purged() {
+  local name=$1 base=$2; shift 2
+  local h tag cid
+  h=$(printf '%s\n' "$base" "$@" | sha256sum | cut -c1-12)
+  tag="$REPO/$name:$h"
+  if [ "${PRINT_ONLY:-0}" = 1 ] || docker image inspect "$tag" >/dev/null 2>&1; then printf '%s\n' "$tag"; return; fi
+  say "building $tag (purging $*)"
+  cid=$(docker create "$base" dpkg --purge "$@")
+  docker start -a "$cid" >&2
+  docker commit "$cid" "$tag" >/dev/null
+  docker rm "$cid" >/dev/null
+  printf '%s\n' "$tag"
+}
+
 PG_CHANGES=(
   'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' 'CMD []'
   'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'ENV PGDATA=/var/lib/postgresql/data'
 )
 pg15=$(derive postgres "$bookworm" images/postgres-entrypoint.sh:/usr/local/bin/docker-entrypoint.sh -- "${PG_CHANGES[@]}" 'ENV PG_MAJOR=15')
 pg17=$(derive postgres "$trixie" images/postgres-entrypoint.sh:/usr/local/bin/docker-entrypoint.sh -- "${PG_CHANGES[@]}" 'ENV PG_MAJOR=17')
+# PG 17 WITHOUT pgvector (trixie's postgresql-17 alone): a target that lacks the dump's vector extension, for the
+# vector-portable restore (Immich's own images always ship one; the stand-in runs there with LAB_ALLOW_NO_VECTOR).
+trixie_novector=$(purged base-trixie-novector "$trixie" postgresql-17-pgvector)
+pg17nv=$(derive postgres "$trixie_novector" images/postgres-entrypoint.sh:/usr/local/bin/docker-entrypoint.sh -- "${PG_CHANGES[@]}" 'ENV PG_MAJOR=17')
 # The immich-server stand-in: like the real image, its own HEALTHCHECK (immich-healthcheck), WORKDIR
 # /usr/src/app (where Immich <= 1.136 resolved its relative paths) and immich-admin on PATH.
 server=$(derive server "$bookworm" images/server.py:/usr/local/bin/immich-standin images/immich-admin:/usr/local/bin/immich-admin \
@@ -95,5 +114,5 @@ server=$(derive server "$bookworm" images/server.py:/usr/local/bin/immich-standi
 redis=$(derive redis "$bookworm" -- 'ENTRYPOINT ["redis-server", "--save", "", "--protected-mode", "no"]' 'CMD []')
 sshhost=$(derive sshhost "$bookworm" images/sshhost-entrypoint.sh:/usr/local/bin/sshhost-entrypoint.sh -- 'ENTRYPOINT ["/usr/local/bin/sshhost-entrypoint.sh"]' 'CMD []')
 dumper=$(derive dumper "$bookworm" dumper/dumper.py:/usr/local/bin/dumper -- 'ENTRYPOINT ["python3", "/usr/local/bin/dumper"]' 'CMD []')
-printf 'LAB_IMAGE_POSTGRES15=%s\nLAB_IMAGE_POSTGRES17=%s\nLAB_IMAGE_SERVER=%s\nLAB_IMAGE_REDIS=%s\nLAB_IMAGE_SSHHOST=%s\nLAB_IMAGE_DUMPER=%s\n' \
-  "$pg15" "$pg17" "$server" "$redis" "$sshhost" "$dumper"
+printf 'LAB_IMAGE_POSTGRES15=%s\nLAB_IMAGE_POSTGRES17=%s\nLAB_IMAGE_POSTGRES17_NOVECTOR=%s\nLAB_IMAGE_SERVER=%s\nLAB_IMAGE_REDIS=%s\nLAB_IMAGE_SSHHOST=%s\nLAB_IMAGE_DUMPER=%s\n' \
+  "$pg15" "$pg17" "$pg17nv" "$server" "$redis" "$sshhost" "$dumper"
