@@ -19,6 +19,7 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import lab  # noqa: E402
+from offsite import RestServer  # noqa: E402
 
 
 def step(msg):
@@ -100,9 +101,13 @@ def main():
     print("instance %s: %d photos uploaded by %d users, album %r with %d of them; admin %s" % (
         inst.name, len(seeded["assets"]), 1 + len(seeded["users"]), seeded["album"]["albumName"],
         len(seeded["album"]["assetIds"]), seeded["admin"]["email"]))
-    targets = [{"path": os.path.join(lab.STATE, "demo-state", "backups")}]
+    step("Start the offsite side: a restic REST server on 127.0.0.1 (an encrypted repository, as at a friend's house)")
+    rest = RestServer(os.path.join(lab.STATE, "demo-state", "offsite"), no_auth=True).start()
+    offsite = {"restic": rest.url(repo="demo"), "password": "demo-" + os.urandom(8).hex(), "init": True}
+    print("repository %s (the password stays in the inventory, never on a command line)" % offsite["restic"])
+    targets = [{"path": os.path.join(lab.STATE, "demo-state", "backups")}, offsite]
 
-    step("Back it up (homelab.immich.backup)")
+    step("Back it up (homelab.immich.backup): the set on the backup disk, then the encrypted repository")
     t_backup = playbook("backup", inst, targets)
 
     step("Drill it: restore the set into a scratch instance beside production (homelab.immich.drill)")
@@ -122,6 +127,12 @@ def main():
     ok, lines = prove(inst, seeded)
     for line in lines:
         print("  " + line)
+    backup = report("backup")
+    for target in backup.get("targets") or []:
+        print("  offsite: %s %s - %s (snapshot %s)" % (target["kind"], target["label"], "copied and proven against the set's "
+              "manifest" if target["status"] == "ok" else "FAILED: %s" % target.get("error"), target.get("snapshot_id")))
+        ok = ok and target["status"] == "ok"
+    rest.stop()
     drill = report("drill") if os.path.exists(os.path.join(lab.STATE, "demo-state", "reports", "drill-lab-demo.json")) else {}
     print("\nbackup %.1fs, drill %.1fs (%s, RTO %s s), restore %.1fs; backup sets in %s; reports in %s" % (
         t_backup, t_drill, drill.get("status"), drill.get("rto_seconds"), t_restore, targets[0]["path"],
