@@ -115,8 +115,8 @@ def backup_lines(report):
     ver = report.get("verification") or {}
     cov = report.get("coverage") or {}
     verdict = "verified" if report.get("status") == "ok" else "verified, but a target FAILED"
-    lines.append("%s: set %s %s in %s (%s)" % (name, report.get("set_id"), verdict, duration(report.get("seconds")),
-                                              report.get("set_dir")))
+    lines.append("%s: set %s %s in %s (%s)" % (
+        name, report.get("set_id"), verdict, duration(report.get("seconds")), report.get("set_dir")))
     dump_seconds = dump.get("seconds") or 0
     if dump.get("plain_bytes"):
         lines.append("  database  %s of SQL dumped in %s (%s), %s on disk (%s, %s)" % (
@@ -159,8 +159,8 @@ def backup_lines(report):
     for label, pruned in sorted((report.get("retention") or {}).items()):
         kept = pruned.get("kept")
         deleted = ", ".join(pruned["deleted"]) if pruned.get("deleted") else "nothing to delete"
-        lines.append("  pruned    %s: %s%s" % (label, deleted, " (%d set%s kept)" % (len(kept), "" if len(kept) == 1 else "s")
-                                              if kept else ""))
+        sets_kept = " (%d set%s kept)" % (len(kept), "" if len(kept) == 1 else "s") if kept else ""
+        lines.append("  pruned    %s: %s%s" % (label, deleted, sets_kept))
     for warning in report.get("warnings") or []:
         lines.append("  WARNING   %s" % warning)
     return lines
