@@ -17,8 +17,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import json
+import os
 import shlex
+import signal
 import time
 
 from ansible_collections.homelab.immich.plugins.module_utils import reports
@@ -32,7 +35,9 @@ POLL_STEPS = (0.5, 1.0, 2.0, 3.0, 5.0)
 # A connection that fails (a network bounce) is retried for this long before the task fails.
 POLL_FAILURE_SECONDS = 300
 # Keys async_status and the async wrapper add to the module's result; the plain run has none of them.
-ASYNC_KEYS = ("ansible_job_id", "started", "finished", "results_file", "stderr", "stderr_lines")
+# (The wrapper's ``stderr`` is kept when the module failed: a crash's traceback is there.)
+ASYNC_KEYS = ("ansible_job_id", "started", "finished", "results_file")
+STDERR_KEYS = ("stderr", "stderr_lines")
 DEFAULT_INTERVAL = 30
 
 
@@ -152,7 +157,7 @@ def strip_async(result, given_progress_file):
     """The async job's result as the plain module run returns it: the keys async_status added removed,
     the injected progress_file hidden again in ``invocation``."""
     out = dict(result)
-    for key in ASYNC_KEYS:
+    for key in ASYNC_KEYS + (STDERR_KEYS if not out.get("failed") else ()):
         out.pop(key, None)
     invocation = out.get("invocation")
     if isinstance(invocation, dict) and isinstance(invocation.get("module_args"), dict):
@@ -211,11 +216,12 @@ class ProgressRunner(object):
         if started.get("failed") or not jid:
             return started  # the job did not start: async_wrapper's own message
         async_dir = action._remote_expand_user(action.get_shell_option("async_dir", default="~/.ansible_async"))
-        pid = None
+        self._pid, self._path = None, path
         try:
-            result, pid = self._wait(jid, async_dir, path, interval=interval, host=host, task_vars=task_vars)
+            with self._stop_on_signals():
+                result = self._wait(jid, async_dir, path, interval=interval, host=host, task_vars=task_vars)
         except BaseException:
-            self._stop(pid, path)  # Ctrl-C or a lost connection: the module must not run on unseen
+            self._stop()  # Ctrl-C or a lost connection: the module must not run on unseen
             raise
         self._cleanup(jid, async_dir, None if given else path, task_vars)
         if started.get("ansible_facts") and "ansible_facts" not in result:
@@ -238,7 +244,6 @@ class ProgressRunner(object):
         next_line = t0 + interval
         polls = 0
         failing_since = None
-        pid = None
         seen = {}  # the state last read, and when it was first seen (controller clock)
         while True:
             self.sleep(min(POLL_STEPS[min(polls, len(POLL_STEPS) - 1)], interval))
@@ -252,18 +257,18 @@ class ProgressRunner(object):
                 self._reset()
                 continue
             if res.get("finished") or (res.get("failed") and res.get("_ansible_parsed")):
-                return res, pid
+                return res
             if res.get("failed"):  # async_status's output did not parse: retried, then reported
                 failing_since = failing_since or self.clock()
                 if self.clock() - failing_since > POLL_FAILURE_SECONDS:
-                    return res, pid
+                    return res
                 continue
             failing_since = None
             if self.clock() >= next_line:
                 next_line = self.clock() + interval
                 state = self._read(path)
                 if state:
-                    pid = state.get("pid") or pid
+                    self._pid = state.get("pid") or self._pid
                     if seen.get("updated") != state.get("updated") or seen.get("step") != state.get("step"):
                         seen = {"updated": state.get("updated"), "step": state.get("step"), "at": self.clock()}
                     since = float(state.get("step_seconds") or 0) + (self.clock() - seen["at"])
@@ -277,15 +282,44 @@ class ProgressRunner(object):
         except Exception as exc:  # best effort, as Ansible's own async polling
             self.display.vvvv("homelab.immich: resetting the connection: %s" % exc)
 
-    def _stop(self, pid, path):
+    def _stop(self):
+        """SIGTERM to the module on the managed host (the engine unwinds: partial files removed, locks freed),
+        as a plain task's module dies with its connection."""
+        pid = self._pid
         try:
             if pid is None:
-                state = self._read(path)
-                pid = (state or {}).get("pid")
+                pid = (self._read(self._path) or {}).get("pid")
             if pid:
                 self.action._low_level_execute_command("kill -TERM %d" % int(pid), sudoable=True)
         except Exception as exc:  # the original error is what the user must see
             self.display.vvv("homelab.immich: stopping the module (pid %s): %s" % (pid, exc))
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """Ctrl-C or a stop of ansible-playbook reaches the worker as SIGINT/SIGTERM, and the worker ends at
+        once (its own handler); the async job would run on, detached. Stop the module first, then let
+        the worker's handler do what it does."""
+        previous = {}
+
+        def handler(signum, frame):
+            self._stop()
+            old = previous.get(signum)
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+            if callable(old):
+                old(signum, frame)
+            elif old != signal.SIG_IGN:
+                os.kill(os.getpid(), signum)
+
+        try:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: no handler of ours
+            pass
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
     def _cleanup(self, jid, async_dir, path, task_vars):
         action = self.action

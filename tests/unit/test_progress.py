@@ -316,6 +316,13 @@ def test_a_long_run_prints_lines_at_the_interval_and_returns_the_module_result_u
     assert action.commands[-1].startswith("rm -f /home/u/.ansible/tmp/ansible-tmp-1/homelab-immich-progress.json")
 
 
+def test_a_crash_keeps_what_the_module_wrote_on_stderr():
+    crashed = {"failed": True, "msg": "Traceback ...", "stderr": "ImportError: no module x", "ansible_job_id": "j1",
+               "finished": True}
+    assert pg.strip_async(crashed, None) == {"failed": True, "msg": "Traceback ...", "stderr": "ImportError: no module x"}
+    assert "stderr" not in pg.strip_async({"changed": True, "stderr": "DeprecationWarning", "finished": True}, None)
+
+
 def test_a_failure_is_the_module_failure():
     clock = Clock()
     failed = {"failed": True, "msg": "Backup of x failed at step 'dump': boom", "report": {"status": "failed"}}
@@ -364,6 +371,32 @@ def test_an_interrupted_task_stops_the_module():
     with pytest.raises(KeyboardInterrupt):
         runner.run({})
     assert "kill -TERM 4242" in action.commands
+
+
+def test_a_signal_to_the_worker_stops_the_module_first(monkeypatch):
+    import signal  # noqa: PLC0415
+
+    clock = Clock()
+    runner, action, _display = _runner(clock, {"instance": {}, "progress_interval": 1}, [(0, RUNNING)],
+                                       [(0, _state("originals", 1, 0.5))])
+    seen = []
+
+    class StoppedError(Exception):
+        pass
+
+    def worker_term(signum, frame):  # what Ansible's worker does: end at once
+        seen.append(signum)
+        raise StoppedError
+
+    previous = signal.signal(signal.SIGTERM, worker_term)
+    try:
+        runner.sleep = lambda s: (clock.sleep(s), os.kill(os.getpid(), signal.SIGTERM) if clock.now > 3 else None)
+        with pytest.raises(StoppedError):
+            runner.run({})
+        assert seen == [signal.SIGTERM] and action.commands.count("kill -TERM 4242") >= 1
+        assert signal.getsignal(signal.SIGTERM) is worker_term  # the worker's handler is back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_a_bounced_connection_is_retried():
