@@ -383,7 +383,8 @@ def test_corrupted_pack_is_reported_and_never_restored_as_good(rest, tmp_path):
     print("user sees: %s" % exc.value)
     assert not os.path.exists(dest) and not [n for n in os.listdir(str(tmp_path)) if "restic-partial" in n]
     # the advice works: repair, and the next run uploads what was lost and restores byte-identical
-    raw(NEW, repo, "--no-cache", "repair", "packs", os.path.basename(victim))
+    # `repair packs` writes the salvaged pack into its working folder: keep it out of the checkout
+    raw(NEW, repo, "--no-cache", "repair", "packs", os.path.basename(victim), cwd=str(tmp_path))
     raw(NEW, repo, "--no-cache", "repair", "snapshots", "--forget")
     s2 = offsite.make_set(sets_root(tmp_path), INSTANCE, "20261202T020000Z", previous=s1["set_dir"], new_files=0)
     assert target.send(s2["set_dir"], s2["set_info"])["verified"]
