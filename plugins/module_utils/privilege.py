@@ -76,6 +76,7 @@ __metaclass__ = type
 
 import base64
 import binascii
+import bisect
 import hashlib
 import hmac
 import json
@@ -462,6 +463,14 @@ class DumpFilter(object):
         self._copy = False
         self._head = []
         self._head_bytes = 0
+        self.out_lines = 0
+        self._map = [(1, 1 + line_offset)]  # (first output line, its input line) after each dropped line
+
+    def dump_line(self, out_line):
+        """The dump's line number of a line we sent (psql's error messages count the lines it read)."""
+        i = bisect.bisect_right([m[0] for m in self._map], out_line) - 1
+        start_out, start_in = self._map[max(i, 0)]
+        return start_in + (out_line - start_out)
 
     # -- what the plan needs ------------------------------------------------------------------------------
     def _skip(self, line, why):
@@ -574,6 +583,7 @@ class DumpFilter(object):
                 if not self.ready and not _HEAD_OK.match(stripped) and not _RESTRICT_LINE.match(stripped):
                     prefix = self._become_ready()
                 if self._route(stripped) == "strip":
+                    self._map.append((self.out_lines + 1, self.lineno + 1))
                     return prefix
         for event in self._lex.line(line):
             if event[0] == "meta":
@@ -593,6 +603,7 @@ class DumpFilter(object):
                         self._refuse("data after a COPY ... FROM stdin on the same line", text)
                     self._copy = True
                     self.copy_blocks += 1
+        self.out_lines += 1
         return prefix + self._out(line)
 
     def _copy_data(self, data, pos):
@@ -624,7 +635,9 @@ class DumpFilter(object):
             if self._copy:
                 end, consumed = self._copy_data(data, pos)
                 out.append(self._out(data[pos:consumed]))
-                self.lineno += data.count(b"\n", pos, consumed)
+                rows = data.count(b"\n", pos, consumed)
+                self.lineno += rows
+                self.out_lines += rows
                 if end is None:
                     self._carry = data[consumed:]
                     return b"".join(out)
@@ -702,6 +715,9 @@ class ClusterFilter(object):
                 return [] if name != "skipped_count" else 0
             return getattr(inner, name)
         raise AttributeError(name)
+
+    def dump_line(self, out_line):
+        return self.inner.dump_line(out_line) if self.inner is not None else None
 
     def _connect(self, line):
         name = df.parse_connect(line.rstrip(b"\r\n"))
@@ -1142,12 +1158,9 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
     owner = owner or user
     plan = Plan.new(database, owner, allowed)
     plan.recorded = recorded
-    restrict = psql_has_restrict(psql_version(container))
-    if not restrict and require_restrict:
-        raise PrivilegeError("The psql in %s predates \\restrict (it needs 13.22, 14.19, 15.14, 16.10, 17.6 or newer), "
-                             "which the restore uses to refuse every psql meta-command of a tampered dump. Update the "
-                             "database image to a current minor of its Postgres major (docker compose pull database). "
-                             "Nothing was touched." % container)
+    # With require_restrict the stream simply starts with \\restrict: a psql that predates it stops at that first line
+    # (ON_ERROR_STOP), before any SQL, and the message says so. Without it, psql is asked first.
+    restrict = True if require_restrict else bool(psql_has_restrict(psql_version(container)))
     state = read_state(container, user, database, password)
     check_state(plan, state)
     filt = make_filter(dump_kind, database, allowed)
@@ -1172,12 +1185,15 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
                                  "database is as before." % (container, _first_error(err)), step="prepare")
         prepared = True
         say("prepared %s: extensions %s" % (plan.role, ", ".join(n for n, _s in plan.extensions) or "none"))
-        argv = dx.psql_argv(container, plan.role, database, ["-1", "-v", "ON_ERROR_STOP=1"], password=plan.password)
+        argv = dx.psql_argv(container, plan.role, database, ["-1", "-v", "ON_ERROR_STOP=1", "-f", "-"], password=plan.password)
         stage = dx.Stage("psql", argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, password=plan.password)
+        prologue_lines = 0
         sink = write_all(stage.proc.stdin.fileno())
         t1 = time.monotonic()
         try:
-            sink(load_prologue(plan, restrict=bool(restrict)))
+            prologue = load_prologue(plan, restrict=bool(restrict))
+            prologue_lines = prologue.count(b"\n")
+            sink(prologue)
             if head:
                 sink(head)
             for chunk in it:
@@ -1200,12 +1216,18 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
         rc = stage.wait()
         facts["load_seconds"] = round(time.monotonic() - t1, 3)
         if rc != 0:
+            if re.search(r"invalid command \\restrict\b", stage.stderr):
+                raise PrivilegeError(_OLD_PSQL % container, step="load", error="psql without \\restrict")
             detail = _first_error(stage.stderr)
             guard = "homelab.immich restore guard: " in detail
+            where = _stream_line(stage.stderr)
+            line = filt.dump_line(where - prologue_lines) if where and where > prologue_lines else None
+            if line is not None and not guard:
+                detail = "line %d of the dump: %s" % (line, detail)
             raise PrivilegeError(
                 "The restore into %s failed inside its transaction, which rolled back: %s. %s"
                 % (container, detail, _explain(detail)),
-                step="load", error=detail, guard=guard, planted=_planted(detail))
+                step="load", error=detail, guard=guard, planted=_planted(detail), line=line)
         rc, _out, err = _psql_script(container, user, database, finish_sql(plan, state), password=password)
         if rc != 0:
             raise PrivilegeError("The restore loaded but could not hand its objects to %s: %s." % (owner, _first_error(err)),
@@ -1215,8 +1237,8 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
         if stage is not None:
             stage.kill()
         if prepared:
-            _psql_script(container, user, database, terminate_sql(plan), password=password, single=False)
-            rc, _out, err = _psql_script(container, user, database, abort_sql(plan, state), password=password)
+            rc, _out, err = _psql_script(container, user, database, terminate_sql(plan) + "BEGIN;\n" + abort_sql(plan, state)
+                                         + "COMMIT;\n", password=password, single=False)
             if rc != 0 and isinstance(exc, PrivilegeError):
                 exc.args = (str(exc) + " Cleaning up failed too (%s): reset the database (down -v) before trying again."
                             % _first_error(err),)
@@ -1231,27 +1253,47 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
     return facts
 
 
+_OLD_PSQL = ("The psql in %s predates \\restrict (it needs 13.22, 14.19, 15.14, 16.10, 17.6 or newer), which the "
+             "restore uses to refuse every psql meta-command of a tampered dump; it stopped at that first line, before any "
+             "SQL of the dump, and the database is as before. Update the database image to a current minor of its "
+             "Postgres major (docker compose pull database), or restore with require_restrict=false, which relies on the "
+             "filter's own refusal of meta-commands.")
+_REFUSED = ("the server refused it inside the restore's single transaction, so nothing of the dump was committed and the "
+            "database is as before. This backup must not be trusted: restore another set and check who can write to the "
+            "backup target.")
 _EXPLAIN = (
     (r"to COPY (to|from) a file|pg_write_server_files|pg_read_server_files",
-     "The dump tried to write or read a file on the database server (COPY ... TO/FROM a file)"),
-    (r"permission denied for function (lo_export|lo_import)", "The dump tried to move a large object to or from a server file"),
-    (r"permission denied for function pg_(read|ls|stat)", "The dump tried to read the database server's files"),
-    (r"ALTER SYSTEM|permission denied to set parameter", "The dump tried to change the server's configuration"),
+     "The dump tried to write or read a file on the database server (COPY ... TO/FROM a file): " + _REFUSED),
+    (r"permission denied for function (lo_export|lo_import)",
+     "The dump tried to move a large object to or from a server file: " + _REFUSED),
+    (r"permission denied for function pg_(read|ls|stat)", "The dump tried to read the database server's files: " + _REFUSED),
+    (r"ALTER SYSTEM|permission denied to set parameter", "The dump tried to change the server's configuration: " + _REFUSED),
     (r"permission denied for language|permission denied to create extension|not on the allowlist",
-     "The dump tried to run code outside SQL (an untrusted language, a C function or another extension)"),
-    (r"PROGRAM|pg_execute_server_program", "The dump tried to run a program on the database server"),
-    (r"planted or changed code", "The dump planted functions, triggers or defaults the backed-up database did not have"),
+     "The dump tried to run code outside SQL (an untrusted language, a C function or another extension): " + _REFUSED),
+    (r"PROGRAM|pg_execute_server_program", "The dump tried to run a program on the database server: " + _REFUSED),
+    (r"backslash commands are restricted", "The dump holds a psql meta-command (it would run on the database host): psql "
+     "refused it and nothing of the dump was committed. This backup must not be trusted: restore another set."),
+    (r"planted or changed code",
+     "The dump planted or changed functions, triggers, defaults or the like that the backed-up database did not have; "
+     "they would run later with the privileges of whoever uses the tables (Immich connects as a superuser). The restore's "
+     "guard found them before the commit: nothing of the dump was committed and the database is as before. Restore "
+     "another set and check who can write to the backup target."),
     (r"ended the restore's transaction|violates foreign key constraint \"pending_h_fkey\"",
-     "The load did not reach its end inside one transaction (a COMMIT/ROLLBACK in the dump, or a cut stream)"),
+     "The load did not reach its end inside one transaction (a COMMIT or ROLLBACK in the dump, or a cut stream): it was "
+     "not committed, and what it committed outside the transaction was removed; the database is as before."),
 )
 
 
 def _explain(detail):
     for pattern, text in _EXPLAIN:
         if re.search(pattern, detail):
-            return (text + ": the server refused it, nothing of the dump was committed and the database is as before. "
-                    "This backup must not be trusted: restore another set and check who can write to the backup target.")
+            return text
     return "Nothing of the dump was committed and the database is as before; fix the cause and restore again."
+
+
+def _stream_line(stderr):
+    m = re.search(r"^psql:<stdin>:(\d+): (?:ERROR|FATAL)", stderr, re.M)
+    return int(m.group(1)) if m else None
 
 
 def _planted(detail):

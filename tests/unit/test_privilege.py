@@ -178,6 +178,15 @@ def test_filter_output_independent_of_chunk_boundaries():
         assert f.extensions == [("cube", "public"), ("uuid-ossp", "public")]
 
 
+def test_psql_error_lines_map_back_to_the_dump():
+    for data in (DUMP, DUMP.replace(b"\n", b"\r\n")):
+        for sizes in (None, 5):
+            f, out, _r = run_filter(data, sizes)
+            ins, outs = data.splitlines(), out.splitlines()
+            assert f.out_lines == len(outs)
+            assert all(ins[f.dump_line(n) - 1] == line for n, line in enumerate(outs, 1))
+
+
 def test_filter_holds_the_head_until_the_first_object():
     f = pv.DumpFilter("immich")
     assert f.feed(HEAD) == b"" and not f.ready
