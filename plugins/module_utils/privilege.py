@@ -83,6 +83,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 
 from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
@@ -1151,8 +1152,9 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
     ``database`` of ``container`` with the least-privilege plan. ``user``: the superuser the restore
     connects as; ``owner``: who owns everything afterwards (default: ``user``); ``recorded``: the
     fingerprint the backup recorded (fingerprint.read of the set's file; None: not compared, said in
-    the result). Returns facts; raises PrivilegeError (TamperedDumpError for the dump's own content) after
-    the abort step left the database as before."""
+    the result). ``timeout``: seconds the load may take before its session is terminated (rolled back).
+    Returns facts; raises PrivilegeError (TamperedDumpError for the dump's own content) after the abort
+    step left the database as before."""
     t0 = time.monotonic()
     say = log or (lambda _msg: None)
     owner = owner or user
@@ -1178,6 +1180,7 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
     facts = {"role": plan.role, "restrict": bool(restrict), "fingerprint_checked": recorded is not None}
     prepared = False
     stage = None
+    watchdog = None
     try:
         rc, _out, err = _psql_script(container, user, database, prepare_sql(plan, state), password=password)
         if rc != 0:
@@ -1190,6 +1193,15 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
         prologue_lines = 0
         sink = write_all(stage.proc.stdin.fileno())
         t1 = time.monotonic()
+        expired = []
+        if timeout:
+            def expire():
+                expired.append(True)
+                _psql_script(container, user, database, terminate_sql(plan), password=password, single=False)
+
+            watchdog = threading.Timer(timeout, expire)
+            watchdog.daemon = True
+            watchdog.start()
         try:
             prologue = load_prologue(plan, restrict=bool(restrict))
             prologue_lines = prologue.count(b"\n")
@@ -1214,7 +1226,14 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
         except OSError:
             pass
         rc = stage.wait()
+        if watchdog is not None:
+            watchdog.cancel()
         facts["load_seconds"] = round(time.monotonic() - t1, 3)
+        if expired:
+            raise PrivilegeError("The restore into %s was still loading after %d s and was stopped: its transaction rolled "
+                                 "back and the database is as before. A dump that keeps the server busy (pg_sleep, a "
+                                 "huge cross join) does that; if the dump is just large, allow more time."
+                                 % (container, timeout), step="load", error="timeout")
         if rc != 0:
             if re.search(r"invalid command \\restrict\b", stage.stderr):
                 raise PrivilegeError(_OLD_PSQL % container, step="load", error="psql without \\restrict")
@@ -1230,10 +1249,12 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
                 step="load", error=detail, guard=guard, planted=_planted(detail), line=line)
         rc, _out, err = _psql_script(container, user, database, finish_sql(plan, state), password=password)
         if rc != 0:
-            raise PrivilegeError("The restore loaded but could not hand its objects to %s: %s." % (owner, _first_error(err)),
-                                 step="finish")
+            raise PrivilegeError("The restore loaded but could not hand its objects to %s: %s. The loaded data was "
+                                 "removed again; the database is as before." % (owner, _first_error(err)), step="finish")
         prepared = False
     except BaseException as exc:
+        if watchdog is not None:
+            watchdog.cancel()
         if stage is not None:
             stage.kill()
         if prepared:
@@ -1246,9 +1267,11 @@ def restore(container, user, database, chunks, *, dump_kind="database", owner=No
             exc.facts.update(facts, filter=filt.facts())
         raise
     facts.update(filt.facts())
-    if recorded is not None:
-        current = fp.take(container, user, database, password=password)
-        facts["fingerprint"] = fp.compare(recorded, current)
+    if recorded is not None:  # the guard compared inside the transaction; this is the report (names, versions, missing)
+        try:
+            facts["fingerprint"] = fp.compare(recorded, fp.take(container, user, database, password=password))
+        except fp.FingerprintError as exc:
+            facts["fingerprint_error"] = str(exc)
     facts["seconds"] = round(time.monotonic() - t0, 3)
     return facts
 

@@ -266,6 +266,15 @@ def test_unlisted_extension_in_the_dump_refused_before_anything(fresh15, dump15)
     assert server_state(target) == before
 
 
+def test_a_dump_that_keeps_the_server_busy_is_stopped_and_rolled_back(fresh15, dump15):
+    target, before = fresh15
+    with pytest.raises(pv.PrivilegeError, match="was still loading after 3 s") as err:
+        restore(target, tamper(dump15["plain"], b"SELECT pg_catalog.pg_sleep(600);\n"), recorded=dump15["fingerprint"],
+                timeout=3)
+    assert err.value.facts["load_seconds"] < 60
+    assert server_state(target) == before
+
+
 def test_meta_command_refused_naming_the_line(fresh15, dump15):
     target, before = fresh15
     plain = tamper(dump15["plain"], b"\\o %s\nSELECT 'x';\n" % AUTO_CONF.encode())
