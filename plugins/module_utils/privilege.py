@@ -481,9 +481,9 @@ class DumpFilter(object):
 
     def _refuse(self, what, line):
         raise TamperedDumpError("Refusing to restore: line %d of the dump holds %s: %s. A real pg_dump of the Immich database "
-                           "never writes this, so the file was tampered with (or is not a plain pg_dump). Nothing was "
-                           "restored." % (self.lineno, what, line[:160].decode("utf-8", "replace").strip()),
-                           line=self.lineno, text=line[:160].decode("utf-8", "replace"))
+                                "never writes this, so the file was tampered with (or is not a plain pg_dump). Nothing was "
+                                "restored." % (self.lineno, what, line[:160].decode("utf-8", "replace").strip()),
+                                line=self.lineno, text=line[:160].decode("utf-8", "replace"))
 
     def _extension(self, name, schema, line):
         if name not in self.allowed:
@@ -562,7 +562,7 @@ class DumpFilter(object):
         self._head_bytes += len(data)
         if self._head_bytes > _HEAD_LIMIT:
             raise TamperedDumpError("Refusing to restore: the dump's first %d MiB hold no table, function or data; that is "
-                               "not how pg_dump writes a database. Nothing was restored." % (_HEAD_LIMIT >> 20))
+                                    "not how pg_dump writes a database. Nothing was restored." % (_HEAD_LIMIT >> 20))
         return b""
 
     def _become_ready(self):
@@ -675,7 +675,7 @@ class DumpFilter(object):
 
     def _refuse_end(self, where):
         raise TamperedDumpError("Refusing to commit the restore: the dump ends %s at line %d. Whatever followed it (the "
-                           "restore's own checks) would have become part of it. Nothing was restored." % (where, self.lineno))
+                                "restore's own checks) would have become part of it. Nothing was restored." % (where, self.lineno))
 
     def facts(self):
         return {"extensions": [n for n, _s in self.extensions], "schemas": list(self.schemas),
@@ -724,14 +724,14 @@ class ClusterFilter(object):
         name = df.parse_connect(line.rstrip(b"\r\n"))
         if name is None:
             raise TamperedDumpError("Refusing to restore: line %d of the cluster dump is a \\connect pg_dumpall never writes: %s. "
-                               "Nothing was restored." % (self.lineno, line[:160].decode("utf-8", "replace").strip()))
+                                    "Nothing was restored." % (self.lineno, line[:160].decode("utf-8", "replace").strip()))
         self._globals = False
         if name not in self.databases:
             self.databases.append(name)
         if name == self.database:
             if self.inner is not None:
                 raise TamperedDumpError("Refusing to restore: the cluster dump connects to database %s a second time (line %d); "
-                                   "pg_dumpall writes each database once. Nothing was restored." % (name, self.lineno))
+                                        "pg_dumpall writes each database once. Nothing was restored." % (name, self.lineno))
             self.inner = DumpFilter(self.database, self._allowed, stop_at_trailer=True, line_offset=self.lineno)
 
     def _scan(self, data):
@@ -788,7 +788,7 @@ class ClusterFilter(object):
                                  % (self.database, ", ".join(self.databases) or "none"))
         if not self.inner.stopped:
             raise TamperedDumpError("Refusing to commit the restore: database %s's part of the cluster dump has no completion "
-                               "trailer (truncated?). Nothing was restored." % self.database)
+                                    "trailer (truncated?). Nothing was restored." % self.database)
         out.append(self.inner.finish() if not self.inner.ready else b"")
         return b"".join(out)
 

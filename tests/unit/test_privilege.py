@@ -296,9 +296,9 @@ ALTER DATABASE template1 IS_TEMPLATE = true;
 CREATE DATABASE immich WITH TEMPLATE = template0 ENCODING = 'UTF8';
 ALTER DATABASE immich OWNER TO postgres;
 \\connect immich
-""" + DUMP.replace(b"SET check_function_bodies = false;\n", b"SET check_function_bodies = false;\nALTER DATABASE immich SET "
-                   b"search_path TO '$user', public;\nALTER DATABASE immich SET session_preload_libraries TO 'x';\n")
-    + b"""DROP DATABASE postgres;
+""" + DUMP.replace(b"SET check_function_bodies = false;\n",
+                   b"SET check_function_bodies = false;\nALTER DATABASE immich SET search_path TO '$user', public;\n"
+                   b"ALTER DATABASE immich SET session_preload_libraries TO 'x';\n") + b"""DROP DATABASE postgres;
 CREATE DATABASE postgres WITH TEMPLATE = template0;
 \\connect postgres
 CREATE FUNCTION public.evil() RETURNS int LANGUAGE sql AS 'SELECT 1';
