@@ -895,6 +895,6 @@ def outcome(checks):
     failed = [c for c in checks if not c.get("ok")]
     if not failed:
         return True, "every check passed: %s" % ", ".join(c["name"] for c in checks)
+    named = " | ".join("%s: %s" % (c["name"], c["detail"]) for c in failed)
     return False, ("The restore stands (its rows matched the backup), but %d check%s of the restored instance failed: %s."
-                   % (len(failed), "" if len(failed) == 1 else "s", " | ".join("%s: %s" % (c["name"], c["detail"])
-                                                                             for c in failed)))
+                   % (len(failed), "" if len(failed) == 1 else "s", named))

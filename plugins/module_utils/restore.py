@@ -284,8 +284,8 @@ def _peek_kind(src, compression):
 
 def _usable_extensions(container, user, db_name, password):
     """What the target will really load: pg_available_extensions, less those needing a preload it lacks."""
-    avail = [r[0] for r in dx.query(container, user, db_name, "SELECT name FROM pg_available_extensions ORDER BY 1;",
-                                     password)]
+    rows = dx.query(container, user, db_name, "SELECT name FROM pg_available_extensions ORDER BY 1;", password)
+    avail = [r[0] for r in rows]
     spl = dx.query(container, user, db_name, "SHOW shared_preload_libraries;", password)
     return compat.usable_extensions({"available_extensions": avail, "shared_preload_libraries": spl[0][0] if spl and spl[0] else ""})
 
@@ -399,18 +399,18 @@ class _Checks:
         major = df.major_of(self.header["server_version"])
         if self.target_major is not None and major is not None and major > self.target_major:
             raise _RefusedError("it was dumped from PostgreSQL %s but the target server runs PostgreSQL %s; a dump does not load "
-                           "into an older major. Restore into an instance with a Postgres %d image"
-                           % (self.header["server_version"], self.target_major, major))
+                                "into an older major. Restore into an instance with a Postgres %d image"
+                                % (self.header["server_version"], self.target_major, major))
 
     def _dangerous(self, findings):
         first = findings[0]
         raise _RefusedError("it contains psql meta-commands or SQL that run programs on the database host (line %d: %s). A real "
-                       "pg_dump never writes these: the file was tampered with" % (first["line"], first["text"]))
+                            "pg_dump never writes these: the file was tampered with" % (first["line"], first["text"]))
 
     def _escapes(self, findings):
         first = findings[0]
         raise _RefusedError("line %d holds %s (%s), which a pg_dump database dump never holds: it would take statements out "
-                       "of the restore's one transaction. The file was tampered with" % (first["line"], first["what"], first["text"]))
+                            "of the restore's one transaction. The file was tampered with" % (first["line"], first["what"], first["text"]))
 
     def end(self):
         """The checks that need the whole stream: nothing was committed yet."""
@@ -423,17 +423,17 @@ class _Checks:
             self._escapes(self.guard.findings)
         if self.sha is not None and self.sha.hexdigest() != self.manifest["sha256"]:
             raise _RefusedError("its sha256 %s differs from the manifest's %s (file damaged or replaced)"
-                           % (self.sha.hexdigest(), self.manifest["sha256"]))
+                                % (self.sha.hexdigest(), self.manifest["sha256"]))
         if df.find_trailer(self.tail) != self.kind:
             raise _RefusedError("the dump ends without its completion trailer after %s of SQL: it is truncated (disk full or "
-                           "killed job when it was written)" % mb(self.plain_bytes))
+                                "killed job when it was written)" % mb(self.plain_bytes))
         expected = self.manifest.get("rows_by_table")
         if self.verify_rows and expected is not None and self.kind == "database":
             got = self.counter.rows()
             diff = sorted(t for t in set(expected) | set(got) if expected.get(t) != got.get(t))
             if diff:
                 raise _RefusedError("its COPY data holds other row counts than the manifest records (%s)"
-                               % ", ".join("%s %s!=%s" % (t, got.get(t), expected.get(t)) for t in diff[:8]))
+                                    % ", ".join("%s %s!=%s" % (t, got.get(t), expected.get(t)) for t in diff[:8]))
 
 
 def _stream(container, user, db_name, src, *, kind, compression, manifest, result, warnings, rewrite_search_path,

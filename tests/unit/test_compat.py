@@ -594,8 +594,10 @@ def test_gather_target_running_or_from_the_image(monkeypatch):
     assert compat.gather_target(inst, reset_data=False)["roles"] == ["postgres", "other"]
     # The compose file names another image than the container runs: the restore starts that one, so it is read.
     monkeypatch.setattr(dx, "inspect", lambda c: {"Config": {"Image": "lab/pg:15"}})
-    monkeypatch.setattr(compat, "image_facts", lambda image, command=None, run=None: {"source": "image " + image,
-                                                                                       "unchecked": [], "server_major": 17})
+
+    def image_facts(image, command=None, run=None):
+        return {"source": "image " + image, "unchecked": [], "server_major": 17}
+    monkeypatch.setattr(compat, "image_facts", image_facts)
     facts = compat.gather_target(inst, command=lambda: ["postgres"])
     assert facts["source"] == "image lab/pg:17" and "compose file names lab/pg:17" in facts["notes"][0]
     assert facts["free_bytes"] is None and facts["roles"] == ["immich"]
