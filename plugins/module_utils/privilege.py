@@ -981,7 +981,10 @@ def prepare_sql(plan, state):
            "SET client_min_messages = warning;",
            "CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 2 "
            "PASSWORD %s VALID UNTIL %s;" % (role, quote_literal(scram_verifier(plan.password)), quote_literal(until)),
-           "GRANT CONNECT ON DATABASE %s TO %s;" % (db, role),
+           # PUBLIC has CONNECT on a new database: granted only where it was revoked, so the ACL stays as it was
+           "DO $c$ BEGIN IF NOT pg_catalog.has_database_privilege(%s, pg_catalog.current_database(), 'CONNECT') THEN "
+           "EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %%I TO %%I', pg_catalog.current_database(), %s); "
+           "END IF; END $c$;" % (quote_literal(plan.role), quote_literal(plan.role)),
            "ALTER SCHEMA public OWNER TO %s;" % role]
     for name in plan.schemas:
         if name in state.get("schemas", []):

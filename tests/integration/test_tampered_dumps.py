@@ -164,6 +164,8 @@ STATE_SQL = """SELECT json_build_object(
  'extensions', (SELECT json_agg(extname ORDER BY extname) FROM pg_extension),
  'schemas', (SELECT json_agg(nspname ORDER BY nspname) FROM pg_namespace),
  'public_owner', (SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'public'),
+ 'public_acl', (SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'),
+ 'database_acl', (SELECT datacl::text FROM pg_database WHERE datname = current_database()),
  'roles', (SELECT json_agg(rolname ORDER BY rolname) FROM pg_roles),
  'large_objects', (SELECT count(*) FROM pg_largeobject_metadata),
  'work_mem', current_setting('work_mem'),
@@ -368,7 +370,8 @@ def assert_restored(target, dump, facts, before=None):
     assert facts["fingerprint"]["ok"], facts["fingerprint"]
     assert facts["fingerprint"]["unknown"] == facts["fingerprint"]["changed"] == []
     if before is not None:
-        assert state["auto_conf"] == before["auto_conf"] and state["work_mem"] == before["work_mem"]
+        for key in ("auto_conf", "work_mem", "public_acl", "database_acl", "db_settings"):
+            assert state[key] == before[key], key
 
 
 def test_untampered_dump_restores_completely_under_the_restricted_role(fresh15, dump15):

@@ -384,7 +384,7 @@ def test_prepare_creates_a_role_without_privileges_and_only_allowlisted_extensio
                  "PASSWORD 'SCRAM-SHA-256$4096:", "VALID UNTIL"):
         assert attr in create
     assert plan.password not in sql and "GRANT CREATE" not in sql and "SUPERUSER " not in create.replace("NOSUPERUSER", "")
-    assert "GRANT CONNECT ON DATABASE immich TO %s;" % plan.role in sql
+    assert "has_database_privilege('%s', pg_catalog.current_database(), 'CONNECT')" % plan.role in sql
     assert "ALTER SCHEMA public OWNER TO %s;" % plan.role in sql
     assert 'CREATE EXTENSION IF NOT EXISTS cube WITH SCHEMA public;' in sql
     assert 'CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA public;' in sql
