@@ -170,6 +170,9 @@ class OwnerRemap:
 
     def feed(self, chunk):
         data = self._pending + chunk if self._pending else chunk
+        if not self._searching and self._re is None:
+            self._pending = b""
+            return data  # the owner is the target's own: nothing to rewrite, no copy of the chunk
         cut = data.rfind(b"\n") + 1
         self._pending = data[cut:]
         data = data[:cut]
