@@ -195,6 +195,9 @@ _TX_CONTROL = re.compile(rb"(?:COMMIT|END|ROLLBACK|ABORT|BEGIN|START[ \t\r\n]+TR
                          re.IGNORECASE)
 # The only psql meta-commands in a pg_dump database dump (17.6/16.10/15.14/14.19/13.22 and newer).
 ALLOWED_META = (b"\\restrict", b"\\unrestrict")
+# SQL-standard function bodies (PG 14+): pg_dump writes `BEGIN ATOMIC`, one statement a line, then `END;`.
+_ROUTINE = re.compile(rb"CREATE[ \t]+(?:OR[ \t]+REPLACE[ \t]+)?(?:FUNCTION|PROCEDURE)\b", re.IGNORECASE)
+_BEGIN_ATOMIC = re.compile(rb"\bBEGIN[ \t]+ATOMIC\b", re.IGNORECASE)
 _NEVER = re.compile(rb"(?!)")
 
 
@@ -213,6 +216,9 @@ class TransactionGuard(DumpWalker):
         DumpWalker.__init__(self)
         self.findings = []
         self._limit = limit
+        self._routine = False     # the open statement is CREATE FUNCTION/PROCEDURE
+        self._atomic = False      # inside its SQL-standard body (BEGIN ATOMIC ... END), whose ; end no statement
+        self._body_end = False
         self.lexer.on_statement = self._statement_start
         self.lexer.on_meta = self._meta
 
@@ -222,6 +228,10 @@ class TransactionGuard(DumpWalker):
             self.findings.append({"line": self.line_no, "text": text, "what": what})
 
     def _statement_start(self, line, pos):
+        if self._atomic or self._body_end:
+            self._body_end = False
+            return  # a statement of a BEGIN ATOMIC body (pg_dump writes one a line), or its END
+        self._routine = bool(_ROUTINE.match(line, pos))
         if _TX_CONTROL.match(line, pos):
             self._note(line, "transaction control")
 
@@ -233,6 +243,12 @@ class TransactionGuard(DumpWalker):
     def _sql_line(self, line, starts):
         if starts and line[:1] == b"\\":  # DumpWalker hands over meta-command lines without lexing them
             self._meta(line, 0)
+            return
+        if self._atomic:
+            if line.strip().upper() == b"END;":
+                self._atomic, self._body_end = False, True
+        elif self._routine and self.lexer.state is None and _BEGIN_ATOMIC.search(line):
+            self._atomic = True
 
     def finish(self):
         DumpWalker.flush(self)
@@ -412,8 +428,11 @@ class _Checks:
 
     def _escapes(self, findings):
         first = findings[0]
+        hint = (" (or it was made with pg_dump --create, which no transaction can restore: dump without --create, as "
+                "Immich does)") if "\\connect" in first["what"] else ""
         raise _RefusedError("line %d holds %s (%s), which a pg_dump database dump never holds: it would take statements out "
-                            "of the restore's one transaction. The file was tampered with" % (first["line"], first["what"], first["text"]))
+                            "of the restore's one transaction. The file was tampered with%s"
+                            % (first["line"], first["what"], first["text"], hint))
 
     def end(self):
         """The checks that need the whole stream: nothing was committed yet."""

@@ -279,3 +279,29 @@ def test_vector_portable_stage_counts_what_it_changed(fake, tmp_path, monkeypatc
     out = fake()
     assert b"a\t{1,2,3}\n" in out and b"CREATE EXTENSION" not in out and b"USING hnsw" not in out
     assert compat.usable_extensions({"available_extensions": ["vector"], "shared_preload_libraries": ""}) == ["vector"]
+
+
+def test_the_maintenance_flag_is_written_off_and_nothing_else_changes():
+    flt = dump.MaintenanceFlagCleared()
+    data = (b"COPY public.system_metadata (key, value) FROM stdin;\n"
+            b'system-flags\t{"mountChecks": {"upload": true}}\n'
+            b'maintenance-mode\t{"secret": "ab12", "isMaintenanceMode": true}\n\\.\n'
+            b'COPY public.asset (id) FROM stdin;\nmaintenance-mode\tnot json\n\\.\n')
+    out = b"".join(flt.feed(data[i:i + 7]) for i in range(0, len(data), 7)) + flt.flush()
+    assert out == data.replace(b'{"secret": "ab12", "isMaintenanceMode": true}', b'{"isMaintenanceMode": false}')
+    assert flt.count == 1
+
+
+def test_sql_standard_function_bodies_are_not_taken_for_transaction_control():
+    guard = restore.TransactionGuard()
+    text = (b"CREATE FUNCTION public.f(a integer) RETURNS integer\n    LANGUAGE sql\n    BEGIN ATOMIC\n SELECT (a + 1);\n"
+            b" SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\nEND;\n\nALTER FUNCTION public.f(a integer) OWNER TO postgres;\n"
+            b"CREATE PROCEDURE public.p()\n    LANGUAGE sql\n    BEGIN ATOMIC\n INSERT INTO t VALUES (1);\nEND;\nEND;\n")
+    guard.feed(text)
+    assert [f["line"] for f in guard.finish()] == [14]  # the END after the bodies is one of its own
+
+
+def test_a_connect_line_names_pg_dump_create_too(fake, tmp_path):
+    path = dump_file(tmp_path, HEADER + "CREATE DATABASE immich;\n\\connect immich\n" + BODY + TRAILER, sha=False)
+    with pytest.raises(OpError, match="pg_dump --create"):
+        restore.restore("db", "postgres", "immich", path)
