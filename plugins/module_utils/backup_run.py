@@ -31,10 +31,12 @@ from ansible_collections.homelab.immich.plugins.module_utils._errors import OpEr
 from ansible_collections.homelab.immich.plugins.module_utils._fsio import (
     free_bytes,
     hash_file,
+    read_json,
     mkdir_private,
     write_json_atomic,
 )
 from ansible_collections.homelab.immich.plugins.module_utils.lock import holder_record, is_held
+from ansible_collections.homelab.immich.plugins.module_utils.quiesce import Quiesce
 from ansible_collections.homelab.immich.plugins.module_utils.targets import TargetError, kind_of
 
 # name: (type, default, allowed values or None). The module's argument spec and the timer's config
@@ -43,7 +45,7 @@ OPTIONS = {
     "dump_kind": ("str", "database", ("database", "cluster")),
     "compression": ("str", "gzip", ("gzip", "zstd", "none")),
     "compression_level": ("int", None, None),
-    "consistency": ("str", "online", ("online", "stop_server")),
+    "consistency": ("str", "online", ("online", "stop_server", "maintenance")),
     "folders": ("list", list(immich.DEFAULT_BACKUP_FOLDERS), None),
     "excludes": ("list", [], None),
     "verify_sample": ("int", 256, None),
@@ -189,24 +191,6 @@ def _mb(n):
     return _size(n)
 
 
-def _docker(*args, timeout=120):
-    return dx.run([dx.DOCKER] + list(args), timeout=timeout)
-
-
-def _wait_healthy(container, timeout):
-    fmt = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
-    deadline = time.monotonic() + timeout
-    state = "unknown"
-    while time.monotonic() < deadline:
-        rc, out, _err = _docker("inspect", "-f", fmt, container)
-        state = out.strip() if rc == 0 else "missing"
-        if state in ("healthy", "running"):  # "running" only when the container has no healthcheck
-            return state
-        time.sleep(2)
-    raise OpError("immich-server %s did not come back within %d s (state %s). Start it: docker start %s"
-                  % (container, timeout, state, container))
-
-
 def describe_instance(instance, dump_result):
     """instance.json: what a recovery onto a bare host needs to know about this instance."""
     extensions = []
@@ -328,6 +312,50 @@ def _retention(target, policy, protect, run):
     return {"kept": keep, "deleted": delete, "note": note}
 
 
+UPKEEP_STATE = ".offsite.json"
+UPKEEP_DEFAULTS = {"prune_days": 7, "check_days": 7, "check_subset": "5%"}
+
+
+def upkeep_due(state, spec, now):
+    """Which of prune and check a repository target is due for (its own schedule, in days; 0 = never)."""
+    due = []
+    for what, key in (("prune", "pruned_at"), ("check", "checked_at")):
+        days = float(spec.get("%s_days" % what, UPKEEP_DEFAULTS["%s_days" % what]))
+        if days > 0 and now - float(state.get(key) or 0) >= days * 86400:
+            due.append(what)
+    return due
+
+
+def offsite_upkeep(targets, entries, state_path, run, now=None):
+    """restic prune and check on their own schedules (slow and memory-hungry: not every night). The last
+    times live beside the sets; a failed check fails that target in the report (and the pings)."""
+    now = time.time() if now is None else now
+    state = read_json(state_path) or {}
+    for t, entry in zip(targets, entries):
+        if t.kind != "restic" or entry["status"] != "ok":
+            continue
+        mine = state.setdefault(t.label, {})
+        for what in upkeep_due(mine, t.spec, now):
+            try:
+                with run.step("%s %s" % (what, t.label)) as st:
+                    if what == "prune":
+                        res = t.prune_repository()
+                        st.detail = res.get("note") or "pruned in %s s" % res.get("seconds")
+                        mine["pruned_at"] = now  # also when skipped (append-only): the note comes back on schedule
+                    else:
+                        subset = t.spec.get("check_subset", UPKEEP_DEFAULTS["check_subset"])
+                        res = t.check_repository(subset)
+                        st.detail = "no errors, %s of the data read back" % subset if res["ok"] else res.get("message")
+                        if res["ok"]:
+                            mine["checked_at"] = now
+                        else:
+                            entry.update(status="failed", error=res.get("message") or "restic check found errors")
+                    entry[what] = res
+            except TargetError as exc:
+                entry.update(status="failed", error="%s: %s" % (what, exc))
+    write_json_atomic(state_path, state)
+
+
 def _ping(opts, event, message, run):
     if not opts.get("monitor_url"):
         return
@@ -381,20 +409,31 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                            purpose="scheduled backup" if opts["trigger"] == "schedule" else "backup")
     _ping(opts, "start", "backup of %s started on %s" % (instance["instance_name"], socket.gethostname()), run)
     locked = []
-    server_stopped = False
+    quiet = Quiesce(instance, opts["consistency"], primary.root, holder["run_id"], opts["server_start_timeout"])
     try:
         with run.step("preflight") as st:
             if not instance.get("db_running", True):
                 raise OpError("The database container %s is not running, so there is nothing to dump. Start it "
                               "(docker compose up -d) and run the backup again." % instance["db_container"])
-            facts = {}
-            for t in tlist:
-                facts[t.label] = t.check()
-            st.detail = "%d target(s) ready" % len(tlist)
+            primary.check()  # without the first target there is no backup at all
+            down = {}  # another target that cannot be used fails alone: the set is still made and kept
+            for t in others:
+                try:
+                    t.check()
+                except TargetError as exc:
+                    down[t.label] = exc
+            st.detail = "%d of %d target(s) ready" % (len(tlist) - len(down), len(tlist))
         with run.step("lock"):
-            for t in tlist:
-                t.lock(holder, wait_seconds=opts["lock_wait_seconds"])
-                locked.append(t)
+            primary.lock(holder, wait_seconds=opts["lock_wait_seconds"])
+            locked.append(primary)
+            for t in others:
+                if t.label in down:
+                    continue
+                try:
+                    t.lock(holder, wait_seconds=opts["lock_wait_seconds"])
+                    locked.append(t)
+                except TargetError as exc:
+                    down[t.label] = exc
         with run.step("begin") as st:
             begun = sets.begin(primary.root)
             prev_dir, prev_info = _previous(begun)
@@ -403,15 +442,16 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
             if need and free < need:
                 raise OpError("Only %s free on %s; the previous set's dump alone needed %s (x%s). Free space or prune "
                               "old sets; nothing was deleted." % (_mb(free), primary.path, _mb(prev_info.get("dump_bytes")),
-                                                                   opts["min_free_ratio"]))
+                                                                  opts["min_free_ratio"]))
             st.detail = "set %s (previous: %s)" % (begun["set_id"], begun["previous"] or "none, first set")
         run.facts.update(set_id=begun["set_id"], previous=begun["previous"])
-        if opts["consistency"] == "stop_server" and instance.get("server_container"):
-            with run.step("stop server"):
-                rc, _out, err = _docker("stop", instance["server_container"], timeout=180)
-                if rc != 0:
-                    raise OpError("Cannot stop immich-server %s: %s" % (instance["server_container"], err.strip()))
-                server_stopped = True
+        if opts["consistency"] == "maintenance" and quiet.leave_leftover():
+            run.warnings.append(quiet.notes[-1])
+        if opts["consistency"] != "online" and instance.get("server_container"):
+            with run.step("quiesce server") as st:
+                st.detail = {"maintenance": "Immich's maintenance mode", "stop_server": "immich-server stopped"}.get(
+                    quiet.enter(), "online")
+            run.warnings += quiet.notes
         try:
             with run.step("dump") as st:
                 prev_dump_manifest = sets.find_dump(prev_dir)[1] if prev_dir else None
@@ -420,13 +460,14 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                     dump_kind=opts["dump_kind"], compression=opts["compression"],
                     compression_level=opts["compression_level"], immich_version=instance.get("immich_version"),
                     previous_manifest=prev_dump_manifest, min_size_ratio=opts["min_dump_ratio"],
-                    on_shrink="warn" if opts["allow_shrink"] else "fail", progress=run.progress)
+                    on_shrink="warn" if opts["allow_shrink"] else "fail", progress=run.progress,
+                    clear_maintenance=quiet.used == "maintenance")
                 run.warnings += dump_result.get("warnings") or []
                 st.detail = "%s, %d tables, %d rows" % (_mb(dump_result["bytes"]), len(dump_result["rows_by_table"]),
                                                         sum(dump_result["rows_by_table"].values()))
             run.facts["dump"] = {k: dump_result.get(k) for k in ("path", "bytes", "plain_bytes", "sha256", "seconds",
-                                                                  "mb_per_s", "dump_kind", "server_version",
-                                                                  "pg_dump_version", "compression")}
+                                                                 "mb_per_s", "dump_kind", "server_version",
+                                                                 "pg_dump_version", "compression")}
             with run.step("originals") as st:
                 copy = file_copy.backup_copy(
                     instance["upload_location"], opts["folders"], begun["files_dir"], begun["manifest"],
@@ -448,13 +489,9 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                 write_json_atomic(os.path.join(begun["partial"], sets.INSTANCE_JSON), describe_instance(instance, dump_result))
                 st.detail = ", ".join(copied) or "no files found"
         finally:
-            if server_stopped:
-                with run.step("start server"):
-                    rc, _out, err = _docker("start", instance["server_container"], timeout=180)
-                    if rc != 0:
-                        raise OpError("Cannot start immich-server %s again: %s. Start it: docker start %s"
-                                      % (instance["server_container"], err.strip(), instance["server_container"]))
-                    _wait_healthy(instance["server_container"], opts["server_start_timeout"])
+            if quiet.used != "online":
+                with run.step("resume server"):
+                    quiet.leave()
         with run.step("coverage") as st:
             by_folder = files_by_folder(begun["manifest"])
             cov = guards.coverage(instance, begun["files_dir"], opts["folders"])
@@ -487,7 +524,7 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                 raise OpError("The new set failed its verification and was NOT promoted: %s. No set was deleted."
                               % "; ".join(verification["problems"][:5]))
             st.detail = "%s: %d files hashed, dump sha256 read back" % ("full check" if verification["full"] else
-                                                                       "new files + sample", verification["hashed"])
+                                                                        "new files + sample", verification["hashed"])
         with run.step("promote") as st:
             finished = time.time()
             info = {
@@ -499,7 +536,7 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                 "dump_bytes": dump_result["bytes"], "dump_sha256": dump_result["sha256"],
                 "rows_by_table": dump_result["rows_by_table"], "files": copy["files"], "files_bytes": copy["bytes"],
                 "files_new": copy["copied"], "files_linked": copy["linked"], "folders": sorted(opts["folders"]),
-                "excludes": list(opts["excludes"]), "consistency": opts["consistency"], "previous": begun["previous"],
+                "excludes": list(opts["excludes"]), "consistency": quiet.was, "previous": begun["previous"],
                 "verification": verification, "coverage": cov, "files_by_folder": by_folder,
             }
             final = sets.promote(primary.root, begun["partial"], info)
@@ -508,6 +545,11 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
         primary_info = sets.read_info(final)
         for t in others:
             entry = {"kind": t.kind, "label": t.label, "status": "ok"}
+            if t.label in down:
+                exc = down[t.label]
+                entry.update(status="failed", error=str(exc), reason=getattr(exc, "reason", "failed"))
+                run.targets.append(entry)
+                continue
             try:
                 with run.step("copy to %s" % t.label) as st:
                     entry.update(t.send(final, primary_info, progress=functools.partial(
@@ -529,10 +571,13 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
             run.facts["retention"] = pruned
             st.detail = "; ".join("%s: %s" % (label, ", ".join(p["deleted"]) if p["deleted"] else "nothing to delete")
                                   for label, p in pruned.items())
+        offsite_upkeep(others, run.targets, os.path.join(primary.root, UPKEEP_STATE), run)
     except (OpError, TargetError, ValueError, OSError, sets.SetError, guards.CoverageError, file_copy.CopyError,
             file_manifest.ManifestError, dx.DockerError) as exc:
-        msg = "Backup of %s failed at step '%s': %s" % (instance["instance_name"], run.current, exc)
-        if run.current not in ("promote", "retention") and not run.facts.get("set_dir"):
+        # the step that raised (a later step, such as resuming the server, may have run since)
+        failed_step = next((st["name"] for st in run.steps if st["status"] == "failed"), run.current)
+        msg = "Backup of %s failed at step '%s': %s" % (instance["instance_name"], failed_step, exc)
+        if failed_step not in ("promote", "retention") and not run.facts.get("set_dir"):
             msg += " Nothing was promoted and no older set was deleted; the unfinished set is removed by the next run."
         _ping(opts, "failure", msg, run)
         report = run.report("failed", error=msg)

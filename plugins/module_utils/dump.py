@@ -33,6 +33,7 @@ DEFAULT_LEVEL = {"gzip": 1, "zstd": 1}  # the compressor shares 2 cores with Pos
 def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
+
 def compressor_argv(compression, level=None):
     level = DEFAULT_LEVEL.get(compression) if level is None else level
     if compression == "gzip":
@@ -56,6 +57,7 @@ def load_manifest(path):
             return json.load(fh)
     except (OSError, ValueError) as exc:
         raise OpError("Cannot read the manifest %s: %s" % (path, exc)) from exc
+
 
 class EarlyWriteback:
     """Start writing the dump to disk while it streams, not all at the final fsync.
@@ -142,9 +144,42 @@ def _shrink_problems(bytes_, rows, previous, min_size_ratio):
     return problems
 
 
+class MaintenanceFlagCleared(object):
+    """A filter of the plain SQL: the `maintenance-mode` row of Immich's system_metadata written as "off".
+
+    A dump taken while the server is in maintenance mode (the backup's consistency=maintenance) would
+    otherwise restore into maintenance mode. The row is one COPY line, `maintenance-mode<TAB>{..., "isMaintenanceMode":
+    true}`; only such a line changes, every other byte passes through untouched (line-complete chunks)."""
+
+    # jsonb orders keys by length: {"secret": ..., "isMaintenanceMode": true}
+    _RE = re.compile(rb'(?m)^maintenance-mode\t\{[^\n]*"isMaintenanceMode": ?true[^\n]*$')
+    _OFF = b'maintenance-mode\t{"isMaintenanceMode": false}'
+
+    def __init__(self):
+        self.count = 0
+        self._pending = b""
+
+    def feed(self, chunk):
+        data = self._pending + chunk if self._pending else chunk
+        cut = data.rfind(b"\n") + 1
+        self._pending = data[cut:]
+        return self._sub(data[:cut])
+
+    def flush(self):
+        data, self._pending = self._pending, b""
+        return self._sub(data)
+
+    def _sub(self, data):
+        if b"maintenance-mode\t" not in data:  # C-speed: nearly every chunk
+            return data
+        out, n = self._RE.subn(self._OFF, data)
+        self.count += n
+        return out
+
+
 def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gzip", compression_level=None,
          immich_version=None, previous_manifest=None, min_size_ratio=0.5, on_shrink="fail",
-         password=None, check_mode=False, progress=None):
+         password=None, check_mode=False, progress=None, clear_maintenance=False):
     """Stream pg_dumpall/pg_dump from the container into ``dest``; returns the result dict.
 
     ``progress(bytes=, bytes_expected=, written_bytes=)`` is called as the dump streams: bytes of SQL
@@ -202,6 +237,23 @@ def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gz
         if progress is not None:
             progress(bytes=state["plain"], bytes_expected=expected, written_bytes=state["written"])
 
+    plain_filter = MaintenanceFlagCleared() if clear_maintenance else None
+
+    def stream_plain(src_fd, sinks):
+        """The plain SQL from src_fd into sinks, through the filter when there is one."""
+        if plain_filter is None:
+            return pump(src_fd, sinks)
+
+        def filtered(buf):
+            out = plain_filter.feed(buf)
+            for s in sinks:
+                s(out)
+        pump(src_fd, [filtered])
+        tail = plain_filter.flush()
+        for s in sinks:
+            s(tail)
+        return None
+
     t1 = time.monotonic()
     old_term = None
     if threading.current_thread() is threading.main_thread():
@@ -216,7 +268,7 @@ def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gz
             def feed():
                 sink = write_all(comp.proc.stdin.fileno())
                 try:
-                    pump(producer.proc.stdout.fileno(), [track, sink])
+                    stream_plain(producer.proc.stdout.fileno(), [track, sink])
                 except OSError as exc:  # compressor gone: reported through its exit code
                     state["error"] = exc
                 finally:
@@ -227,7 +279,7 @@ def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gz
             pump(comp.proc.stdout.fileno(), [to_file])
             feeder.join()
         else:
-            pump(producer.proc.stdout.fileno(), [track, to_file])
+            stream_plain(producer.proc.stdout.fileno(), [track, to_file])
         t_sync = time.monotonic()
         os.fsync(fd)
         fsync_seconds = time.monotonic() - t_sync
@@ -282,6 +334,8 @@ def dump(container, user, db_name, dest, *, dump_kind="cluster", compression="gz
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+    if plain_filter is not None:
+        result["maintenance_flag_cleared"] = plain_filter.count
     result.update(changed=True, bytes=state["written"], plain_bytes=state["plain"], sha256=manifest["sha256"],
                   seconds=round(seconds, 3), mb_per_s=round(state["plain"] / 1e6 / max(seconds, 1e-6), 1),
                   warnings=warnings, msg="Wrote %s (%s)." % (path, mb(state["written"])))

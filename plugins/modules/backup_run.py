@@ -28,6 +28,8 @@ description:
 author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes
+  - homelab.immich.target
+  - homelab.immich.target.targets
 attributes:
   action:
     description: Has a corresponding action plugin (progress lines in the run log).
@@ -49,9 +51,6 @@ options:
     type: dict
     required: true
   targets:
-    description: Backup targets, the first local folder first (see the description).
-    type: list
-    elements: dict
     required: true
   progress_file:
     description:
@@ -87,9 +86,11 @@ options:
         type: int
       consistency:
         description: C(online) dumps while Immich runs (the dump is one snapshot; files are copied after it, so no row
-          lacks its file); C(stop_server) stops immich-server for the dump and the copy and always starts it again.
+          lacks its file); C(stop_server) stops immich-server for the dump and the copy and always starts it again;
+          C(maintenance) uses Immich's maintenance mode instead (falls back to C(stop_server) where the server has no
+          C(immich-admin enable-maintenance-mode)), left again whatever happens, and the dump written without it.
         type: str
-        choices: [online, stop_server]
+        choices: [online, stop_server, maintenance]
         default: online
       folders:
         description:
@@ -196,13 +197,14 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.immich.plugins.module_utils import backup_run
+from ansible_collections.homelab.immich.plugins.module_utils.targets.spec import TARGET_OPTIONS, clean
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             instance=dict(type="dict", required=True),
-            targets=dict(type="list", elements="dict", required=True),
+            targets=dict(type="list", elements="dict", required=True, options=TARGET_OPTIONS),
             progress_file=dict(type="path"),
             progress_interval=dict(type="int", default=30),
             options=dict(type="dict", default={}, options=backup_run.argument_spec()),
@@ -211,14 +213,15 @@ def main():
     )
     os.umask(0o077)
     p = module.params
+    targets = [clean(t) for t in p["targets"]]  # the keys Ansible filled with None left out
     try:
         if module.check_mode:
-            plan = backup_run.plan_backup(p["instance"], p["targets"], p["options"])
+            plan = backup_run.plan_backup(p["instance"], targets, p["options"])
             module.exit_json(changed=True, plan=plan["plan"], report=plan, msg="Check mode: " + "; ".join(plan["plan"]))
         lines = []
         progress = backup_run.ProgressFile(p["progress_file"], interval=min(2.0, max(p["progress_interval"], 1)))
         try:
-            report = backup_run.run_backup(p["instance"], p["targets"], p["options"], log=lines.append, progress=progress)
+            report = backup_run.run_backup(p["instance"], targets, p["options"], log=lines.append, progress=progress)
         finally:
             progress.close({"step": "done"})
     except backup_run.EngineError as exc:

@@ -24,6 +24,7 @@ author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes
   - homelab.immich.target
+  - homelab.immich.target.repository
 attributes:
   check_mode:
     support: partial
@@ -40,8 +41,6 @@ options:
     choices: [info, fetch, check, prune]
     default: info
   repository:
-    description: The repository, as an entry of C(immich_backup_targets) (see the notes).
-    type: dict
     required: true
   instance_name:
     description: The instance whose sets are read (the C(instance:<name>) tag of its snapshots).

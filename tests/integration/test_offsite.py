@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 import timer
@@ -96,3 +97,48 @@ def test_recover_refuses_a_folder_that_holds_a_compose_project(make_instance, of
     rc, out = run_playbook(inv, "recover")
     assert rc != 0 and "password" in out and "not the password" not in out
     assert not os.path.exists(str(tmp_path / "elsewhere" / "docker-compose.yml"))
+
+
+def test_repository_upkeep_append_only_and_an_unreachable_repository(make_instance, lab, tmp_path):
+    """prune and check on their own schedule; an append-only REST server keeps every snapshot and says why; a
+    repository that cannot be reached fails that target only, and the next run sends the set."""
+    inst = make_instance(pg=15, seed="small", name="o15-keep-" + os.urandom(3).hex())
+    local = str(tmp_path / "backups")
+    server = RestServer(str(tmp_path / "ao-data"), append_only=True).start()
+    try:
+        repo = {"restic": server.url(repo="immich"), "password": PASSWORD, "init": True}
+        policy = {"retention": {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0, "keep_good": 1}}
+        cfg = timer.write_config(tmp_path / "timer.json", inst, [{"path": local}, repo], policy)
+        reports = []
+        for _night in range(3):
+            res = timer.run(cfg, report=tmp_path / "last.json")
+            assert res.returncode == 0, res.stdout + res.stderr
+            reports.append(json.load(open(str(tmp_path / "last.json"))))
+            time.sleep(1.1)
+        steps = [[s["name"] for s in r["steps"]] for r in reports]
+        label = reports[0]["targets"][0]["label"]
+        assert "prune %s" % label in steps[0] and "check %s" % label in steps[0]  # due on the first run
+        assert "prune %s" % label not in steps[1] and "check %s" % label not in steps[1]  # then weekly
+        assert "append-only" in reports[0]["targets"][0]["prune"]["note"]
+        assert reports[0]["targets"][0]["check"]["ok"]
+        assert "append-only" in (reports[2]["retention"][label]["note"] or "")
+        # with the backup credential nothing could be deleted: every night's snapshot is still there
+        listed = subprocess.run(["restic", "snapshots", "--json"], capture_output=True, text=True, check=True,
+                                env=dict(os.environ, RESTIC_REPOSITORY=repo["restic"], RESTIC_PASSWORD=PASSWORD))
+        assert len(json.loads(listed.stdout)) == 3
+        assert len(sets.list_sets(sets.instance_root(local, inst.name))) == 1  # the local target was pruned
+        # the repository goes away: that target fails, the set is promoted, the next run sends it
+        server.stop()
+        res = timer.run(cfg, report=tmp_path / "last.json")
+        assert res.returncode == 2, res.stdout + res.stderr
+        down = json.load(open(str(tmp_path / "last.json")))
+        assert down["status"] == "partial" and down["targets"][0]["status"] == "failed"
+        assert down["targets"][0]["reason"] == "unreachable" and PASSWORD not in json.dumps(down)
+        assert os.path.isdir(down["set_dir"])
+        server.start()
+        time.sleep(1.1)
+        res = timer.run(cfg, report=tmp_path / "last.json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert json.load(open(str(tmp_path / "last.json")))["targets"][0]["verified"]
+    finally:
+        server.stop()

@@ -181,14 +181,14 @@ def test_stop_server_consistency_always_restarts_the_server(shared_instance, tmp
     rc, out = run_playbook(inv, "backup")
     assert rc == 0, out[-4000:]
     steps = [s["name"] for s in report(tmp_path, "backup")["steps"]]
-    assert steps.index("stop server") < steps.index("dump") < steps.index("originals") < steps.index("start server")
+    assert steps.index("quiesce server") < steps.index("dump") < steps.index("originals") < steps.index("resume server")
     assert started() != before and inst.ping()
     # a failure while the server is stopped (the dump fails: no such role) still starts it again
     before = started()
     rc, out = run_playbook(inv, "backup", "-e", '{"immich_overrides": {"db_user": "nobody"}}')
     assert rc != 0
     failed = report(tmp_path, "backup")
-    assert failed["failed_step"] == "dump" and [s["status"] for s in failed["steps"] if s["name"] == "start server"] == ["ok"]
+    assert failed["failed_step"] == "dump" and [s["status"] for s in failed["steps"] if s["name"] == "resume server"] == ["ok"]
     assert started() != before
     assert inst.ping()
     assert len(sets(tmp_path, inst.name)) == 1  # the failed run promoted nothing, pruned nothing
