@@ -26,7 +26,7 @@ import time
 from ansible_collections.homelab.immich.plugins.module_utils import compose, file_copy, file_manifest, guards, immich
 from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
 from ansible_collections.homelab.immich.plugins.module_utils import dump as db_dump
-from ansible_collections.homelab.immich.plugins.module_utils import monitor, reports, retention, sets
+from ansible_collections.homelab.immich.plugins.module_utils import fingerprint, monitor, reports, retention, set_mac, sets
 from ansible_collections.homelab.immich.plugins.module_utils._errors import OpError
 from ansible_collections.homelab.immich.plugins.module_utils._fsio import (
     free_bytes,
@@ -60,6 +60,7 @@ OPTIONS = {
     "monitor_url": ("str", "", None),
     "monitor_style": ("str", "", None),
     "trigger": ("str", "ansible", ("ansible", "schedule")),
+    "key_file": ("str", "", None),
 }
 _TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list, "dict": dict}
 
@@ -416,6 +417,11 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                 raise OpError("The database container %s is not running, so there is nothing to dump. Start it "
                               "(docker compose up -d) and run the backup again." % instance["db_container"])
             primary.check()  # without the first target there is no backup at all
+            # the key that signs the set's manifests lives on this host, never on a target (set_mac.py)
+            key = set_mac.load_key(opts["key_file"] or set_mac.default_key_path(instance["instance_name"]), create=True,
+                                   instance=instance["instance_name"])
+            if key.created:
+                run.warnings.append(set_mac.created_message(key))
             down = {}  # another target that cannot be used fails alone: the set is still made and kept
             for t in others:
                 try:
@@ -455,6 +461,7 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
         try:
             with run.step("dump") as st:
                 prev_dump_manifest = sets.find_dump(prev_dir)[1] if prev_dir else None
+                code_before = fingerprint.take(instance["db_container"], instance["db_user"], instance["db_name"])
                 dump_result = db_dump.dump(
                     instance["db_container"], instance["db_user"], instance["db_name"], begun["db_dir"],
                     dump_kind=opts["dump_kind"], compression=opts["compression"],
@@ -463,6 +470,12 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                     on_shrink="warn" if opts["allow_shrink"] else "fail", progress=run.progress,
                     clear_maintenance=quiet.used == "maintenance")
                 run.warnings += dump_result.get("warnings") or []
+                # what the database's functions, triggers and extensions were: a restore compares with it
+                code = fingerprint.take(instance["db_container"], instance["db_user"], instance["db_name"])
+                if not fingerprint.same(code_before, code):
+                    run.warnings.append("The database's functions, triggers or extensions changed while it was dumped (a "
+                                        "migration?): the fingerprint recorded is the one taken after the dump.")
+                fingerprint.write(dump_result["path"] + fingerprint.FILE_SUFFIX, code)
                 st.detail = "%s, %d tables, %d rows" % (_mb(dump_result["bytes"]), len(dump_result["rows_by_table"]),
                                                         sum(dump_result["rows_by_table"].values()))
             run.facts["dump"] = {k: dump_result.get(k) for k in ("path", "bytes", "plain_bytes", "sha256", "seconds",
@@ -539,7 +552,7 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                 "excludes": list(opts["excludes"]), "consistency": quiet.was, "previous": begun["previous"],
                 "verification": verification, "coverage": cov, "files_by_folder": by_folder,
             }
-            final = sets.promote(primary.root, begun["partial"], info)
+            final = set_mac.promote_signed(primary.root, begun["partial"], info, key, dump_sha256=dump_result["sha256"])
             run.facts.update(set_dir=final)
             st.detail = final
         primary_info = sets.read_info(final)
@@ -573,7 +586,7 @@ def run_backup(instance, targets, options, *, log=None, progress=None):
                                   for label, p in pruned.items())
         offsite_upkeep(others, run.targets, os.path.join(primary.root, UPKEEP_STATE), run)
     except (OpError, TargetError, ValueError, OSError, sets.SetError, guards.CoverageError, file_copy.CopyError,
-            file_manifest.ManifestError, dx.DockerError) as exc:
+            file_manifest.ManifestError, dx.DockerError, set_mac.MacError, fingerprint.FingerprintError) as exc:
         # the step that raised (a later step, such as resuming the server, may have run since)
         failed_step = next((st["name"] for st in run.steps if st["status"] == "failed"), run.current)
         msg = "Backup of %s failed at step '%s': %s" % (instance["instance_name"], failed_step, exc)

@@ -38,6 +38,7 @@ SET_FORMAT = 2
 SET_ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
 PARTIAL_PREFIX = ".partial-"
 SET_JSON = "set.json"
+SET_MAC = "set.mac"
 INSTANCE_JSON = "instance.json"
 LATEST = "latest"
 GOOD = "verified"
@@ -184,11 +185,14 @@ def begin(root, now=None, set_id=None):
 
 
 def promote(root, partial, info):
-    """Write set.json (status verified) into the partial set, rename it into place, move `latest`."""
+    """Write set.json (status verified) into the partial set, rename it into place, move `latest`.
+    ``info`` None: set.json is already in the partial set (a copy of a set, byte for byte)."""
     sid = os.path.basename(partial)[len(PARTIAL_PREFIX):]
-    if info.get("status") != GOOD:
-        raise SetError("refusing to promote set %s whose status is %r" % (sid, info.get("status")))
-    write_info(partial, info)
+    current = info if info is not None else (read_info(partial) or {})
+    if current.get("status") != GOOD:
+        raise SetError("refusing to promote set %s whose status is %r" % (sid, current.get("status")))
+    if info is not None:
+        write_info(partial, info)
     final = os.path.join(root, sid)
     os.rename(partial, final)
     symlink_atomic(sid, os.path.join(root, LATEST))

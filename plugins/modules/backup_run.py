@@ -148,6 +148,10 @@ options:
         description: Style of O(options.monitor_url) when it cannot be guessed from the URL.
         type: str
         default: ""
+      key_file:
+        description: The key signing the set's manifests (on this host only); empty means C(/etc/homelab-immich/<instance>.key), created when missing.
+        type: str
+        default: ""
       trigger:
         description: Who started the run (recorded in C(set.json)).
         type: str

@@ -19,6 +19,9 @@ def write_inventory(tmp_path, inst, **hostvars):
         "immich_restore_source": os.path.join(state, "backups"),
         "immich_restore_point_dir": os.path.join(state, "restore-points"),
         "immich_report_dir": os.path.join(state, "reports"),
+        # the set-signing key of the test's instance, beside its state (not in the machine's /etc)
+        "immich_backup_key_file": os.path.join(state, "keys", inst.name + ".key"),
+        "immich_restore_key_file": os.path.join(state, "keys", inst.name + ".key"),
     }
     host.update(hostvars)
     path = os.path.join(state, "inventory.json")

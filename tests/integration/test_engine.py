@@ -12,7 +12,7 @@ import time
 import timer
 from rolerun import report, run_play, run_playbook, write_inventory
 
-from ansible_collections.homelab.immich.plugins.module_utils import file_manifest, lock, sets
+from ansible_collections.homelab.immich.plugins.module_utils import file_manifest, fingerprint, lock, set_mac, sets
 
 SCHEDULE_PLAY = """
 - name: Install the scheduled backup
@@ -66,8 +66,12 @@ def test_role_and_timer_make_the_same_set(make_instance, nas, tmp_path):
     for key in ("dump_kind", "folders", "excludes", "consistency", "files", "files_bytes", "rows_by_table", "format"):
         assert a[key] == b[key], key
     assert b["files_new"] == 0 and b["files_linked"] == b["files"]  # the timer's set reuses the role's
+    key = set_mac.load_key(os.path.join(str(tmp_path), "keys", inst.name + ".key"))  # made by the first run, 0600
     for sid in (a["set_id"], b["set_id"]):
         assert modes(os.path.join(root, sid)) == {("dir", 0o700), ("file", 0o600)}
+        assert set_mac.verify(os.path.join(root, sid), key)["ok"]  # signed, by the role and by the timer alike
+        dump, _man = sets.find_dump(os.path.join(root, sid))
+        assert fingerprint.read(dump + fingerprint.FILE_SUFFIX)["objects"]  # the database's code, recorded
         assert not any(e.path.endswith(".tmp") for e in file_manifest.read(os.path.join(root, sid, file_manifest.NAME)))
     # the timer wrote the SSH target too, verified, with latest on its own set
     remote = nas["target"]["path"] + "/" + inst.name

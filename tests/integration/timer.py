@@ -12,7 +12,9 @@ def write_config(path, inst, targets, options=None):
     """The configuration the backup role writes (roles/backup/tasks/config.yml), for a lab instance."""
     cfg = {"discover": {"project_dir": inst.root, "project_name": "", "compose_files": [], "instance_name": "",
                         "overrides": {}},
-           "targets": targets, "options": dict(options or {}, trigger="schedule")}
+           "targets": targets,
+           "options": dict({"key_file": os.path.join(os.path.dirname(os.path.abspath(str(path))), "keys", inst.name + ".key")},
+                           **dict(options or {}, trigger="schedule"))}
     with open(path, "w") as fh:
         json.dump(cfg, fh)
     return path

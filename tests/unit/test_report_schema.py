@@ -20,7 +20,7 @@ import yaml
 from ansible_collections.homelab.immich.plugins.module_utils import backup_run as br
 from ansible_collections.homelab.immich.plugins.module_utils import docker_exec as dx
 from ansible_collections.homelab.immich.plugins.module_utils import dump as db_dump
-from ansible_collections.homelab.immich.plugins.module_utils import guards, monitor, reports
+from ansible_collections.homelab.immich.plugins.module_utils import fingerprint, guards, monitor, reports
 from ansible_collections.homelab.immich.plugins.module_utils.targets import TargetError
 from ansible_collections.homelab.immich.plugins.module_utils.targets import restic as restic_target
 from ansible_collections.homelab.immich.plugins.module_utils.targets import ssh as ssh_target
@@ -140,6 +140,7 @@ def engine(tmp_path_factory):
 
     missing = []
     mp.setattr(db_dump, "dump", fake_dump)
+    mp.setattr(fingerprint, "take", lambda *a, **k: {"format": fingerprint.FORMAT, "objects": []})
     mp.setattr(dx, "query", no_docker)
     mp.setattr(guards, "schema_naming", lambda inst: "current")
     mp.setattr(guards, "stream_copy", lambda inst, sql: refs + missing)
@@ -153,7 +154,7 @@ def engine(tmp_path_factory):
 
     mp.setattr(ssh_target.SshTarget, "send", unreachable)
     primary, mirror = {"path": str(tmp / "backups")}, {"path": str(tmp / "usb")}
-    options = {"monitor_url": "https://hc-ping.com/0d1e2f3a-aaaa-bbbb-cccc-000000000000"}
+    options = {"monitor_url": "https://hc-ping.com/0d1e2f3a-aaaa-bbbb-cccc-000000000000", "key_file": str(tmp / "keys" / "lab.key")}
     progress = Collect()
     runs = [br.run_backup(instance, [primary, mirror], options, progress=progress)]
     runs.append(br.run_backup(instance, [primary, mirror, {"host": "nas", "path": "/srv/immich"}], options, progress=progress))

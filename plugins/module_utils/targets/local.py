@@ -84,7 +84,7 @@ class LocalTarget(Target):
                     dest = os.path.join(partial, sub)
                     shutil.rmtree(dest, ignore_errors=True)
                     shutil.copytree(src, dest, copy_function=shutil.copy2)
-            for name in (sets.INSTANCE_JSON,):
+            for name in (sets.INSTANCE_JSON, sets.SET_JSON, sets.SET_MAC):  # byte for byte: set.mac signs them
                 if os.path.exists(os.path.join(set_dir, name)):
                     shutil.copy2(os.path.join(set_dir, name), os.path.join(partial, name))
             src_files = os.path.join(set_dir, "files")
@@ -98,7 +98,7 @@ class LocalTarget(Target):
             if problems:
                 raise TargetError("The copy of set %s in %s differs from the original (%s): it was not promoted there; "
                                   "the set itself is fine." % (sid, self.path, "; ".join(problems[:5])), reason="corrupt")
-            sets.promote(self.root, partial, set_info)
+            sets.promote(self.root, partial, None)  # set.json and set.mac as the set has them
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
