@@ -114,14 +114,14 @@ def main():
     try:
         for d in ("mirror", "sets"):
             shutil.rmtree(os.path.join(a.work, d), ignore_errors=True)
-        t_rsync_first, _ = timed(rsync, src + "/", os.path.join(a.work, "mirror") + "/")
+        t_rsync_first, _out = timed(rsync, src + "/", os.path.join(a.work, "mirror") + "/")
         t_first, (stats, _rep) = timed(engine_set, src, os.path.join(a.work, "sets", "bench"))
         results["first_set_vs_rsync_first"] = round(t_first / t_rsync_first, 2)
         results["first_set_seconds"] = round(t_first, 2)
         results["rsync_first_seconds"] = round(t_rsync_first, 2)
         nightly, noop = [], []
         for _n in range(a.repeat):  # alternate: the machine's noise hits both
-            t, _ = timed(rsync, "--delete", src + "/", os.path.join(a.work, "mirror") + "/")
+            t, _out = timed(rsync, "--delete", src + "/", os.path.join(a.work, "mirror") + "/")
             noop.append(t)
             time.sleep(1.1)
             t, (stats, _rep) = timed(engine_set, src, os.path.join(a.work, "sets", "bench"))
@@ -131,7 +131,7 @@ def main():
         results["nightly_unchanged_seconds"] = round(median(nightly), 2)
         results["rsync_noop_seconds"] = round(median(noop), 2)
         add_new(src, a.files // 100, seed=7)
-        t_noop1, _ = timed(rsync, "--delete", src + "/", os.path.join(a.work, "mirror") + "/")
+        t_noop1, _out = timed(rsync, "--delete", src + "/", os.path.join(a.work, "mirror") + "/")
         time.sleep(1.1)
         t_new, (stats, _rep) = timed(engine_set, src, os.path.join(a.work, "sets", "bench"))
         results["nightly_1pct_new_vs_rsync"] = round(t_new / t_noop1, 2)

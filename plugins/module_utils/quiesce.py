@@ -90,8 +90,8 @@ class Quiesce(object):
     def _admin(self, command):
         rc, out, err = _docker("exec", self.server, "immich-admin", command, timeout=120)
         if rc != 0 or "has been" not in out:
-            raise OpError("`immich-admin %s` in %s failed (rc %s: %s)." % (command, self.server, rc,
-                                                                         (err or out).strip()[-300:]))
+            detail = (err or out).strip()[-300:]
+            raise OpError("`immich-admin %s` in %s failed (rc %s: %s)." % (command, self.server, rc, detail))
 
     def _wait_mode(self, wanted):
         """Until the server answers in (or out of) maintenance mode, as far as it can tell."""

@@ -12,13 +12,13 @@ module: repository
 short_description: Read a restic repository of homelab.immich backup sets - fetch a set, list, check, prune
 version_added: 0.1.0
 description:
-  - O(state=fetch) brings one set (C(latest) or a set id) out of the repository as a local backup set folder,
+  - O(operation=fetch) brings one set (C(latest) or a set id) out of the repository as a local backup set folder,
     C(<dest>/<instance>/<set id>), after a free-space check - restic restores it with its own verification, and
     every file of the set's manifest is checked for presence and size before the folder appears. The restore and
     recover roles then verify it like any local set (sha256 of the dump and of every file) before anything is
     destroyed.
-  - O(state=info) lists the instance's sets in the repository and the restic version in use.
-  - O(state=check) runs C(restic check), reading back O(read_data_subset) of the data; O(state=prune) runs
+  - O(operation=info) lists the instance's sets in the repository and the restic version in use.
+  - O(operation=check) runs C(restic check), reading back O(read_data_subset) of the data; O(operation=prune) runs
     C(restic prune) (slow; skipped with a note on an append-only repository).
 author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
@@ -28,14 +28,14 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: partial
-    details: O(state=info) runs; the other states say what they would do.
+    details: O(operation=info) runs; the other operations say what they would do.
   diff_mode:
     support: none
   idempotent:
     support: partial
-    details: O(state=fetch) of a set already in O(dest) does nothing.
+    details: O(operation=fetch) of a set already in O(dest) does nothing.
 options:
-  state:
+  operation:
     description: What to do.
     type: str
     choices: [info, fetch, check, prune]
@@ -47,17 +47,17 @@ options:
     type: str
     required: true
   set_id:
-    description: With O(state=fetch), the set to bring back - C(latest), a set id, or a snapshot id.
+    description: With O(operation=fetch), the set to bring back - C(latest), a set id, or a snapshot id.
     type: str
     default: latest
   dest:
-    description: With O(state=fetch), the folder receiving C(<instance>/<set id>/) (created 0700).
+    description: With O(operation=fetch), the folder receiving C(<instance>/<set id>/) (created 0700).
     type: path
   read_data_subset:
-    description: With O(state=check), how much data to read back (C(5%), C(1/10), C(500M)); none reads only the structure.
+    description: With O(operation=check), how much data to read back (C(5%), C(1/10), C(500M)); none reads only the structure.
     type: str
   min_free_ratio:
-    description: With O(state=fetch), free space needed in O(dest), as a multiple of the set's size.
+    description: With O(operation=fetch), free space needed in O(dest), as a multiple of the set's size.
     type: float
     default: 1.05
 """
@@ -65,7 +65,7 @@ options:
 EXAMPLES = r"""
 - name: Bring the newest set back from the offsite repository
   homelab.immich.repository:
-    state: fetch
+    operation: fetch
     repository:
       restic: "sftp:backup@offsite.example.net:/srv/restic/immich"
       password: "{{ vault_restic_password }}"
@@ -76,7 +76,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 set_id:
-  description: The set fetched (O(state=fetch)).
+  description: The set fetched (O(operation=fetch)).
   returned: fetch
   type: str
 set_dir:
@@ -88,7 +88,7 @@ seconds:
   returned: fetch
   type: float
 sets:
-  description: The instance's sets in the repository, oldest first (O(state=info)).
+  description: The instance's sets in the repository, oldest first (O(operation=info)).
   returned: info
   type: list
   elements: dict
@@ -97,7 +97,7 @@ version:
   returned: always
   type: str
 check:
-  description: The outcome of O(state=check) (ok, errors, damaged_packs, message).
+  description: The outcome of O(operation=check) (ok, errors, damaged_packs, message).
   returned: check
   type: dict
 """
@@ -150,7 +150,7 @@ def fetch(module, target, p):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", default="info", choices=["info", "fetch", "check", "prune"]),
+            operation=dict(type="str", default="info", choices=["info", "fetch", "check", "prune"]),
             repository=dict(type="dict", required=True, options=TARGET_OPTIONS),
             instance_name=dict(type="str", required=True),
             set_id=dict(type="str", default="latest"),
@@ -158,20 +158,20 @@ def main():
             read_data_subset=dict(type="str"),
             min_free_ratio=dict(type="float", default=1.05),
         ),
-        required_if=[("state", "fetch", ["dest"])],
+        required_if=[("operation", "fetch", ["dest"])],
         supports_check_mode=True,
     )
     p = module.params
     try:
         target = ResticTarget(clean(p["repository"]), p["instance_name"])
         target.check()
-        if p["state"] == "fetch":
+        if p["operation"] == "fetch":
             fetch(module, target, p)
-        if p["state"] == "info":
+        if p["operation"] == "info":
             module.exit_json(changed=False, sets=target.sets(), version=target.describe().get("version"))
         if module.check_mode:
-            module.exit_json(changed=p["state"] == "prune", msg="Would run restic %s on %s." % (p["state"], target.label))
-        if p["state"] == "check":
+            module.exit_json(changed=p["operation"] == "prune", msg="Would run restic %s on %s." % (p["operation"], target.label))
+        if p["operation"] == "check":
             result = target.check_repository(p["read_data_subset"])
             if not result["ok"]:
                 module.fail_json(msg=result.get("message") or "restic check found errors", check=result)

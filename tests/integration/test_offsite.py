@@ -36,7 +36,7 @@ def prove(inst, seeded):
         status, body = inst.api("GET", "/api/assets/%s/original" % asset["id"], token=who, raw=True)
         assert status == 200 and hashlib.sha1(body, usedforsecurity=False).hexdigest() == asset["sha1"], asset
         for size in ("thumbnail", "preview"):
-            status, _ = inst.api("GET", "/api/assets/%s/thumbnail?size=%s" % (asset["id"], size), token=who, raw=True)
+            status, _body = inst.api("GET", "/api/assets/%s/thumbnail?size=%s" % (asset["id"], size), token=who, raw=True)
             assert status == 200, (asset["id"], size, status)
     status, album = inst.api("GET", "/api/albums/%s" % seeded["album"]["id"], token=token)
     assert status == 200 and sorted(a["id"] for a in album["assets"]) == sorted(seeded["album"]["assetIds"])
