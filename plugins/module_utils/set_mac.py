@@ -488,3 +488,44 @@ def promote_signed(root, partial, info, key, dump_sha256=None):
     if not check["ok"]:
         sign(final, key, dump_sha256=dump_sha256)
     return final
+
+
+SIGNATURE_POLICIES = ("when_key_present", "required", "skip")
+
+
+def check_signature(set_dir, key_path, instance=None, policy="when_key_present", dump_sha256=None):
+    """The signature step of a restore's verification, by policy. Returns a dict:
+
+        ok, checked   the set may be restored / its set.mac was checked with a key
+        status        verify()'s status, or "not_checked" (no key here, policy when_key_present),
+                      "skipped" (policy skip)
+        message       one sentence for the user; problems, key_id, signed_key_id
+
+    ``when_key_present``: a key on this host must verify the set (a set without set.mac is refused);
+    without a key (a bare host recovering from its encrypted repository) the set is restored and the
+    message says its signature was not checked. ``required``: no key is a refusal. ``skip``: the one
+    restore of an unsigned set the user vouches for.
+    """
+    if policy not in SIGNATURE_POLICIES:
+        raise MacError("signature policy %r is not one of %s" % (policy, ", ".join(SIGNATURE_POLICIES)))
+    sid = _set_id_of(set_dir)
+    base = {"ok": True, "checked": False, "key_path": key_path, "key_id": None, "signed_key_id": None, "problems": []}
+    if policy == "skip":
+        return dict(base, status="skipped", message="The signature of set %s was not checked (signature checks "
+                                                    "turned off for this restore)." % sid)
+    try:
+        signed = signed_key_id(set_dir)
+    except MacError:
+        signed = None
+    if not os.path.lexists(key_path) and policy == "when_key_present":
+        return dict(base, status="not_checked", signed_key_id=signed, message=(
+            "The signature of set %s was not checked: there is no signing key at %s on this host (a set fetched from "
+            "an encrypted repository is authenticated by the repository's own encryption). %s"
+            % (sid, key_path, "Copy the key here to check it: %s" % copy_hint(key_path) if signed else "")).strip())
+    try:
+        result = verify_with_key_file(set_dir, key_path, instance=instance, dump_sha256=dump_sha256)
+    except MacError as exc:
+        return dict(base, ok=False, status="no_key", signed_key_id=signed, problems=[str(exc)], message=str(exc))
+    out = dict((k, result.get(k)) for k in ("ok", "status", "key_id", "signed_key_id", "problems", "message"))
+    out.update(checked=True, key_path=key_path)
+    return out

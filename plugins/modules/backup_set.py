@@ -63,6 +63,20 @@ options:
   sample:
     description: Without O(deep), hash this many files chosen at random (or this fraction, when below 1).
     type: float
+  signature:
+    description:
+      - With O(state=verify) of a set, the check of its C(set.mac) (the HMAC of its manifests, made with the instance's
+        signing key at backup time).
+      - C(when_key_present) checks it when the key is on this host and refuses a set that does not verify (or has no
+        C(set.mac)); without a key (a bare host recovering from its encrypted repository) the set is restored and the
+        result says its signature was not checked. C(required) refuses a restore without the key. C(skip) is for the
+        one restore of an unsigned set made before sets were signed.
+    type: str
+    choices: [when_key_present, required, skip]
+    default: when_key_present
+  key_file:
+    description: The signing key; empty means C(/etc/homelab-immich/<instance>.key), the backup's default.
+    type: path
   dump_pattern:
     type: path
     description:
@@ -116,7 +130,7 @@ set_info:
   returned: select, verify
   type: dict
 verification:
-  description: Outcome of the checks (ok, problems, dump, files).
+  description: Outcome of the checks (ok, problems, dump, files, signature - its status, checked, key_id, message).
   returned: verify
   type: dict
 """
@@ -125,7 +139,7 @@ import glob
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.homelab.immich.plugins.module_utils import file_manifest, sets
+from ansible_collections.homelab.immich.plugins.module_utils import file_manifest, set_mac, sets
 
 
 def newest_dump(pattern):
@@ -136,6 +150,13 @@ def newest_dump(pattern):
         if os.path.isfile(real) and (best is None or os.stat(real).st_mtime > best[0]):
             best = (os.stat(real).st_mtime, real)
     return best[1] if best else None
+
+
+def _default_key(instance):
+    try:
+        return set_mac.default_key_path(instance)
+    except set_mac.MacError:
+        return os.path.join(set_mac.DEFAULT_KEY_DIR, "unnamed-instance.key")
 
 
 def _chosen(module, p):
@@ -162,6 +183,8 @@ def main():
             deep=dict(type="bool", default=True),
             sample=dict(type="float"),
             dump_pattern=dict(type="path"),
+            signature=dict(type="str", default="when_key_present", choices=list(set_mac.SIGNATURE_POLICIES)),
+            key_file=dict(type="path", no_log=False),
         ),
         supports_check_mode=True,
     )
@@ -194,6 +217,15 @@ def main():
             module.fail_json(msg="Backup set %s failed verification: %s. Nothing was touched; choose another set "
                                  "(set_id) or take a new backup." % (set_dir, "; ".join(report["problems"][:5])),
                              verification=report, **facts)
+        instance = p["instance_name"] or os.path.basename(os.path.dirname(set_dir))
+        signature = set_mac.check_signature(set_dir, p["key_file"] or _default_key(instance), instance=instance,
+                                            policy=p["signature"], dump_sha256=(report.get("dump") or {}).get("sha256"))
+        report["signature"] = signature
+        if not signature["ok"]:
+            module.fail_json(msg="Backup set %s failed its signature check: %s" % (set_dir, signature["message"]),
+                             verification=report, **facts)
+        if not signature["checked"] and signature["status"] == "not_checked":
+            module.warn(signature["message"])
         module.exit_json(verification=report, **facts)
     except (sets.SetError, file_manifest.ManifestError, OSError) as exc:
         module.fail_json(msg=str(exc))

@@ -280,9 +280,11 @@ def restore_checks(restore, taken):
     per-asset SHA-1, admin, maintenance mode, schema drift, schema-check): the drill's checks too, so that its
     JUnit names each. A skipped one passes and says why."""
     out = []
+    taken = set(taken)
     for c in restore.get("checks") or []:
         if not c or not c.get("name") or c["name"] in taken:
             continue
+        taken.add(c["name"])  # one testcase per name in the JUnit
         item = {"name": c["name"], "ok": bool(c.get("ok")), "detail": c.get("detail") or "", "skipped": bool(c.get("skipped"))}
         if c.get("seconds") is not None:
             item["seconds"] = c["seconds"]

@@ -83,6 +83,10 @@ set_dir:
   description: Its local folder, a backup set like any other.
   returned: fetch
   type: str
+repository:
+  description: The repository as it may be shown (C(restic:<repository>), a REST password as ***).
+  returned: fetch
+  type: str
 seconds:
   description: How long the fetch took (part of a drill's RTO).
   returned: fetch
@@ -129,11 +133,11 @@ def fetch(module, target, p):
     set_dir = os.path.join(root, sid)
     if sets.read_info(set_dir):
         module.exit_json(changed=False, set_id=sid, set_dir=set_dir, seconds=0.0, version=target.describe().get("version"),
-                         msg="Set %s is already in %s." % (sid, root))
+                         repository=target.label, msg="Set %s is already in %s." % (sid, root))
     need = _set_size(target, sid)
     if module.check_mode:
-        module.exit_json(changed=True, set_id=sid, set_dir=set_dir, seconds=0.0, msg="Would fetch set %s (%s bytes) into %s."
-                         % (sid, need, root))
+        module.exit_json(changed=True, set_id=sid, set_dir=set_dir, seconds=0.0, repository=target.label,
+                         msg="Would fetch set %s (%s bytes) into %s." % (sid, need, root))
     os.makedirs(root, 0o700, exist_ok=True)
     free = shutil.disk_usage(root).free
     if need and free < need * p["min_free_ratio"]:
@@ -141,7 +145,7 @@ def fetch(module, target, p):
                              "free space there or choose another dest." % (free / 1e9, root, sid, need / 1e9, p["min_free_ratio"]))
     shutil.rmtree(set_dir, ignore_errors=True)  # a set.json-less leftover of an interrupted fetch
     got = target.fetch_set(sid, set_dir)
-    module.exit_json(changed=True, set_dir=set_dir, version=target.describe().get("version"),
+    module.exit_json(changed=True, set_dir=set_dir, version=target.describe().get("version"), repository=target.label,
                      msg="Fetched set %s from %s into %s in %.1f s (%s files restored, each present with its size; "
                          "its checksums are verified before it is used)." % (sid, target.label, set_dir, got["seconds"],
                                                                              got.get("files_restored")), **got)

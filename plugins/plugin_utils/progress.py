@@ -167,6 +167,18 @@ def strip_async(result, given_progress_file):
     return out
 
 
+def _shell_option(shell, name):
+    try:
+        return shell.get_option(name)
+    except KeyError:
+        return None
+
+
+def _set_shell_option(shell, name, value):
+    if value is not None:
+        shell.set_option(name, value)
+
+
 class ProgressRunner(object):
     """Runs the task's module asynchronously from an action plugin and prints its progress.
 
@@ -206,16 +218,21 @@ class ProgressRunner(object):
         tmpdir = shell.tmpdir or action._make_tmp_path()
         path = given or shell.join_path(tmpdir, "homelab-immich-progress.json")
         module_args = dict(action._task.args, progress_file=path)
-        saved_async = action._task.async_val
+        # One absolute job folder for the wrapper and async_status alike: the wrapper expands "~" with the
+        # module's $HOME, async_status with the remote user's passwd entry, and the two differ where HOME is
+        # not the user's home (CI containers, sudo -E, a test's HOME): the job would never be found.
+        async_dir = action._remote_expand_user(action.get_shell_option("async_dir", default="~/.ansible_async"))
+        saved_async, saved_dir = action._task.async_val, _shell_option(shell, "async_dir")
         action._task.async_val = ASYNC_LIMIT
+        _set_shell_option(shell, "async_dir", async_dir)
         try:
             started = action._execute_module(module_args=module_args, task_vars=task_vars, wrap_async=True)
         finally:
             action._task.async_val = saved_async
+            _set_shell_option(shell, "async_dir", saved_dir)
         jid = started.get("ansible_job_id")
         if started.get("failed") or not jid:
             return started  # the job did not start: async_wrapper's own message
-        async_dir = action._remote_expand_user(action.get_shell_option("async_dir", default="~/.ansible_async"))
         self._pid, self._path = None, path
         try:
             with self._stop_on_signals():
@@ -224,6 +241,9 @@ class ProgressRunner(object):
             self._stop()  # Ctrl-C or a lost connection: the module must not run on unseen
             raise
         self._cleanup(jid, async_dir, None if given else path, task_vars)
+        # The module's own tmp dir: async_wrapper's watcher removes it up to 5 s after the job ends (it sleeps
+        # between checks), after the task has returned; removed now, so that a finished task leaves nothing.
+        action._remove_tmp_path(tmpdir)
         if started.get("ansible_facts") and "ansible_facts" not in result:
             result["ansible_facts"] = started["ansible_facts"]
         return strip_async(result, given)

@@ -142,3 +142,47 @@ def test_repository_upkeep_append_only_and_an_unreachable_repository(make_instan
         assert json.load(open(str(tmp_path / "last.json")))["targets"][0]["verified"]
     finally:
         server.stop()
+
+
+def test_drill_and_restore_from_the_repository_alone(make_instance, offsite, tmp_path):
+    """The "house burned" drill from the REST repository (its download in the RTO, the repository named without its
+    password, nothing left behind), then a restore of production with immich_restore_source a repository and the
+    local sets gone: the same guards (fetch, verify with the set's signature, gate) and the same proof."""
+    from test_drill import CHECKS, drill  # noqa: PLC0415 - shares the drill runner and its checks
+
+    inst = make_instance(pg=15, seed="api", name="o15-rdr-" + os.urandom(3).hex())
+    seeded = inst.seed_result
+    rest = {"restic": offsite["rest"].url("immich", "immich"), "password": PASSWORD, "init": True}
+    inv = write_inventory(tmp_path, inst, immich_backup_targets=[{"path": str(tmp_path / "backups")}, rest])
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-5000:]
+    backed = json.load(open(os.path.join(str(tmp_path), "reports", "backup-lab.json")))["result"]
+    sid = backed["set_id"]
+    before = inst.row_counts()
+    repo = dict(rest, init=False)
+
+    reports, scratch_root = tmp_path / "drill-reports", tmp_path / "scratch"
+    res = drill(tmp_path, inst, tmp_path / "backups", reports, scratch_root, immich_drill_source=repo)
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert PASSWORD not in res.stdout + res.stderr and "rest-secret" not in res.stdout + res.stderr
+    report = json.loads((reports / "drill-localhost.json").read_text())
+    assert report["status"] == "ok" and report["set_id"] == sid and report["leftovers"] == []
+    assert report["source"].startswith("restic:rest:") and "snapshot" in report["source"] and "rest-secret" not in report["source"]
+    assert [s["name"] for s in report["steps"]] == ["select", "scratch", "fetch", "restore", "verify", "teardown"]
+    assert {c["name"] for c in report["checks"]} == CHECKS and all(c["ok"] for c in report["checks"]), report["checks"]
+    assert report["rto_seconds"] >= next(s["seconds"] for s in report["steps"] if s["name"] == "fetch") > 0
+    assert os.listdir(str(scratch_root)) == []  # the fetched copy went with the scratch instance
+    assert inst.row_counts() == before
+
+    # Production from the repository alone: the local sets are gone.
+    shutil.rmtree(str(tmp_path / "backups"))
+    staging = tmp_path / "staging"
+    inv = write_inventory(tmp_path, inst, immich_restore_source=repo, immich_restore_staging_dir=str(staging))
+    rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
+    assert rc == 0, out[-6000:]
+    assert PASSWORD not in out and "rest-secret" not in out
+    assert "of the repository restic:rest:" in out
+    restored = json.load(open(os.path.join(str(tmp_path), "reports", "restore-lab.json")))["result"]
+    assert restored["set_id"] == sid and inst.row_counts() == before
+    assert not os.path.exists(str(staging / inst.name / sid))  # removed after the restore
+    prove(inst, seeded)

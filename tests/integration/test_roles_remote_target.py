@@ -1,4 +1,5 @@
 """A remote backup target over SSH (the seed's 3-2-1): the lab's sshhost container is the NAS."""
+import json
 import os
 import subprocess
 import sys
@@ -46,7 +47,10 @@ def test_sets_reach_the_remote_host_verified_and_hard_linked(make_instance, nas,
         ids.append(report(tmp_path, "backup")["set_id"])
     root = "/srv/backups/" + inst.name
     listing = in_nas(nas, "ls", "-A", root).split()
-    assert sorted(listing) == sorted(ids + ["latest"])
+    # The flock file stays (removing it while another run waits on it would let two in); its holder names the last run.
+    assert sorted(listing) == sorted(ids + ["latest", ".lock", ".lock.holder"])
+    assert json.loads(in_nas(nas, "cat", root + "/.lock.holder"))["run_id"]
+    assert in_nas(nas, "sh", "-c", "flock -n %s/.lock true && echo free" % root).strip() == "free"  # released
     assert in_nas(nas, "readlink", root + "/latest").strip() == ids[1]
     assert in_nas(nas, "stat", "-c", "%a", root + "/" + ids[1]).strip() == "700"
     # unchanged originals are hard links to the remote's previous set

@@ -177,6 +177,15 @@ def test_the_dump_reports_sql_bytes_against_the_previous_dump(tmp_path, monkeypa
 class FakeShell:
     tmpdir = None
 
+    def __init__(self):
+        self.options = {"async_dir": "~/.ansible_async"}
+
+    def get_option(self, name):
+        return self.options[name]
+
+    def set_option(self, name, value):
+        self.options[name] = value
+
     @staticmethod
     def join_path(*parts):
         return "/".join(parts)
@@ -239,11 +248,11 @@ class FakeAction:
         return path.replace("~", "/home/u")
 
     def get_shell_option(self, name, default=None):
-        return default
+        return self._connection._shell.options.get(name, default)
 
     def _execute_module(self, module_name=None, module_args=None, task_vars=None, wrap_async=False):
         self.calls.append({"module": module_name, "args": module_args, "wrap_async": wrap_async,
-                           "async_val": self._task.async_val})
+                           "async_val": self._task.async_val, "async_dir": self._connection._shell.options["async_dir"]})
         if module_name is None and self._task.async_val != pg.ASYNC_LIMIT:  # not started by the runner
             return dict(self.job[-1][1], plain=True)
         if module_name is None:
@@ -306,6 +315,10 @@ def test_a_long_run_prints_lines_at_the_interval_and_returns_the_module_result_u
     assert {k: v for k, v in result.items() if k != "_ansible_parsed"} == expected
     start = action.calls[0]
     assert start["wrap_async"] and start["async_val"] == pg.ASYNC_LIMIT and action._task.async_val == 0
+    # the wrapper writes the job where async_status looks (an absolute folder, not "~" of the module's $HOME),
+    # and the shell's option is as it was afterwards
+    assert start["async_dir"] == "/home/u/.ansible_async" == action.calls[1]["args"]["_async_dir"]
+    assert action._connection._shell.options["async_dir"] == "~/.ansible_async"
     assert start["args"]["progress_file"] == "/home/u/.ansible/tmp/ansible-tmp-1/homelab-immich-progress.json"
     assert display.lines, "no progress line"
     assert all(line.startswith("lab: ") for line in display.lines)
@@ -314,6 +327,7 @@ def test_a_long_run_prints_lines_at_the_interval_and_returns_the_module_result_u
     assert len(reads) <= 9.5 / 2 + 1  # bounded by the interval, not by the polls
     assert action.calls[-1]["args"] == {"jid": "j1.42", "mode": "cleanup", "_async_dir": "/home/u/.ansible_async"}
     assert action.commands[-1].startswith("rm -f /home/u/.ansible/tmp/ansible-tmp-1/homelab-immich-progress.json")
+    assert action.removed[-1] == "/home/u/.ansible/tmp/ansible-tmp-1"  # the module's tmp dir, not left to the wrapper
 
 
 def test_a_crash_keeps_what_the_module_wrote_on_stderr():

@@ -277,3 +277,31 @@ def test_symlink_in_a_set_refused_at_signing_and_named_at_verification(tmp_path,
     with pytest.raises(set_mac.MacError, match="not a regular file"):
         set_mac.sign(final, key)
     assert "compose/docker-compose.yml" in set_mac.verify(final, key)["added"]
+
+
+def test_signature_policy_of_a_restore(tmp_path, key):
+    signed = make_set(tmp_path / "t", key=key)
+    absent = str(tmp_path / "absent.key")
+    # a key here: checked, and a set changed after signing refused
+    res = set_mac.check_signature(signed, key.path, instance="immich")
+    assert res["ok"] and res["checked"] and res["status"] == "ok" and res["key_id"] == key.key_id
+    # no key here (a bare host recovering from its encrypted repository): restored, and said so with the copy command
+    res = set_mac.check_signature(signed, absent, instance="immich")
+    assert res["ok"] and not res["checked"] and res["status"] == "not_checked"
+    assert absent in res["message"] and "was not checked" in res["message"] and "cat >" in res["message"]
+    assert res["signed_key_id"] == key.key_id
+    # required: no key is a refusal that names the key id the set expects
+    res = set_mac.check_signature(signed, absent, instance="immich", policy="required")
+    assert not res["ok"] and res["status"] == "no_key" and key.key_id in res["message"]
+    # skip: the one restore of an unsigned set, said so
+    unsigned = make_set(tmp_path / "u")
+    res = set_mac.check_signature(unsigned, key.path, policy="skip")
+    assert res["ok"] and not res["checked"] and res["status"] == "skipped"
+    # with the key present an unsigned set is refused (set.mac removed on the target looks the same)
+    res = set_mac.check_signature(unsigned, key.path, instance="immich")
+    assert not res["ok"] and res["status"] == "unsigned"
+    rewrite_dump_and_manifests(signed, b"-- PostgreSQL database dump\nCOPY x FROM PROGRAM 'id';\n")
+    res = set_mac.check_signature(signed, key.path, instance="immich")
+    assert not res["ok"] and res["status"] == "changed" and "was changed" in res["message"]
+    with pytest.raises(set_mac.MacError):
+        set_mac.check_signature(signed, key.path, policy="sometimes")
