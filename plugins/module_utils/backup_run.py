@@ -633,6 +633,15 @@ def argument_spec():
     return spec
 
 
+# The options of the modules whose action plugin prints progress lines (doc fragment homelab.immich.progress).
+PROGRESS_ARGS = {"progress_file": {"type": "path"}, "progress_interval": {"type": "int", "default": 30}}
+
+
+def progress_file_of(params):
+    """The ProgressFile of a module's params (PROGRESS_ARGS): written at most every 2 s, or as often as lines print."""
+    return ProgressFile(params["progress_file"], interval=min(2.0, max(params["progress_interval"], 1)))
+
+
 class ProgressFile(object):
     """Progress of a long run as JSON in a file (rewritten at most every ``interval`` seconds, and at
     once when the step changes), for the action plugin that polls it (plugins/plugin_utils/progress.py);

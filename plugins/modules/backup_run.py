@@ -28,15 +28,10 @@ description:
 author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes
+  - homelab.immich.progress
   - homelab.immich.target
   - homelab.immich.target.targets
 attributes:
-  action:
-    description: Has a corresponding action plugin (progress lines in the run log).
-    support: full
-  async:
-    description: Supports being used with the C(async) keyword (then without progress lines).
-    support: full
   check_mode:
     support: full
     details: Writes nothing; returns the plan (what would be dumped, copied, linked and pruned).
@@ -52,20 +47,6 @@ options:
     required: true
   targets:
     required: true
-  progress_file:
-    description:
-      - While it runs, progress is written here as JSON (at most every 2 seconds, and when a step starts).
-      - The action plugin sets it to a file in the task's remote tmp dir (removed afterwards) when O(progress_interval)
-        is above 0; a path given here is used instead and kept.
-    type: path
-  progress_interval:
-    description:
-      - Seconds between progress lines in the run log (step, files and bytes done, rate, an ETA when the total is
-        known). The action plugin on the controller runs the module asynchronously, polls it with
-        C(async_status) and prints a line at most this often; the module's result is the same either way.
-      - C(0) runs the module as a plain task, without progress lines. So do check mode and a task with its own C(async).
-    type: int
-    default: 30
   options:
     description: How to back up. The scheduled backup reads the same keys from its configuration file.
     type: dict
@@ -209,9 +190,8 @@ def main():
         argument_spec=dict(
             instance=dict(type="dict", required=True),
             targets=dict(type="list", elements="dict", required=True, options=TARGET_OPTIONS),
-            progress_file=dict(type="path"),
-            progress_interval=dict(type="int", default=30),
             options=dict(type="dict", default={}, options=backup_run.argument_spec()),
+            **backup_run.PROGRESS_ARGS
         ),
         supports_check_mode=True,
     )
@@ -223,7 +203,7 @@ def main():
             plan = backup_run.plan_backup(p["instance"], targets, p["options"])
             module.exit_json(changed=True, plan=plan["plan"], report=plan, msg="Check mode: " + "; ".join(plan["plan"]))
         lines = []
-        progress = backup_run.ProgressFile(p["progress_file"], interval=min(2.0, max(p["progress_interval"], 1)))
+        progress = backup_run.progress_file_of(p)
         try:
             report = backup_run.run_backup(p["instance"], targets, p["options"], log=lines.append, progress=progress)
         finally:

@@ -21,13 +21,8 @@ description:
 author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes
+  - homelab.immich.progress
 attributes:
-  action:
-    description: Has a corresponding action plugin (progress lines in the run log).
-    support: full
-  async:
-    description: Supports being used with the C(async) keyword (then without progress lines).
-    support: full
   check_mode:
     support: full
     details: Counts what would be copied; writes nothing.
@@ -56,20 +51,6 @@ options:
     description: Mode of the files written.
     type: str
     default: "0644"
-  progress_file:
-    description:
-      - While it copies, progress is written here as JSON (at most every 2 seconds).
-      - The action plugin sets it to a file in the task's remote tmp dir (removed afterwards) when O(progress_interval)
-        is above 0; a path given here is used instead and kept.
-    type: path
-  progress_interval:
-    description:
-      - Seconds between progress lines of the copy in the run log (files and bytes done of the set's total, rate,
-        ETA). The action plugin on the controller runs the module asynchronously, polls it with C(async_status)
-        and prints a line at most this often; the module's result is the same either way.
-      - C(0) runs the module as a plain task, without progress lines. So do check mode and a task with its own C(async).
-    type: int
-    default: 30
 """
 
 EXAMPLES = r"""
@@ -103,7 +84,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.immich.plugins.module_utils import file_copy, file_manifest, immich
-from ansible_collections.homelab.immich.plugins.module_utils.backup_run import ProgressFile
+from ansible_collections.homelab.immich.plugins.module_utils.backup_run import PROGRESS_ARGS, progress_file_of
 
 STEP = "restore files"
 
@@ -143,8 +124,7 @@ def main():
             folders=dict(type="list", elements="str"),
             dir_mode=dict(type="str", default="0755"),
             file_mode=dict(type="str", default="0644"),
-            progress_file=dict(type="path"),
-            progress_interval=dict(type="int", default=30),
+            **PROGRESS_ARGS
         ),
         supports_check_mode=True,
     )
@@ -153,7 +133,8 @@ def main():
     if not p["set_dir"]:
         markers = ensure_markers(p["dest"], dir_mode, module.check_mode)
         module.exit_json(changed=bool(markers), files=0, bytes=0, seconds=0.0, markers_created=markers,
-                         msg="Media folders and markers in place (%s created)." % (", ".join(markers) or "none"))
+                         msg=("Media folders and markers in place: created %s." % ", ".join(markers)) if markers
+                         else "Media folders and markers in place: all were already there.")
     manifest = os.path.join(p["set_dir"], file_manifest.NAME)
     if not os.path.exists(manifest):
         module.fail_json(msg="%s is not a backup set (no %s). Nothing was copied." % (p["set_dir"], file_manifest.NAME))
@@ -164,7 +145,7 @@ def main():
                          markers_created=ensure_markers(p["dest"], dir_mode, True),
                          msg="Would copy %d files of %s into %s." % (files, p["set_dir"], p["dest"]))
     os.makedirs(p["dest"], mode=dir_mode, exist_ok=True)
-    progress = ProgressFile(p["progress_file"], interval=min(2.0, max(p["progress_interval"], 1)))
+    progress = progress_file_of(p)
     try:
         on_copy = None
         if p["progress_file"]:

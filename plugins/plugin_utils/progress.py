@@ -24,6 +24,9 @@ import shlex
 import signal
 import time
 
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+from ansible.utils.vars import merge_hash
 from ansible_collections.homelab.immich.plugins.module_utils import reports
 
 # The async job's limit: async_wrapper needs one; a backup of a large library can take days on a slow
@@ -351,3 +354,17 @@ class ProgressRunner(object):
                 action._low_level_execute_command("rm -f %s" % shlex.quote(path), sudoable=True)
         except Exception as exc:  # a job file left behind must not fail a good backup
             self.display.vvv("homelab.immich: cleaning up async job %s: %s" % (jid, exc))
+
+
+class ProgressAction(ActionBase):
+    """The action plugin of a module with progress lines (homelab.immich.backup_run, restore_files): the module
+    runs asynchronously on the managed host, its progress is printed every ``progress_interval`` seconds, and
+    the module's result is returned unchanged."""
+
+    _supports_check_mode = True
+    _supports_async = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ProgressAction, self).run(tmp, task_vars)
+        del tmp  # tmp no longer has any effect
+        return merge_hash(result, ProgressRunner(self, Display()).run(task_vars or {}))

@@ -1,4 +1,5 @@
 """Acceptance tests of the backup/restore roles that are simplest from pytest (issue 4)."""
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from modrun import run_module  # noqa: E402
 from rolerun import env, playbook_argv, report, rows_after_restore, run_playbook, sets, wipe, write_inventory  # noqa: E402
 
 from ansible_collections.homelab.immich.plugins.module_utils import lock  # noqa: E402
+from ansible_collections.homelab.immich.plugins.module_utils import sets as set_store  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,44 @@ def test_corrupted_set_fails_before_compose_down(shared_instance, tmp_path):
     again = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", shared_instance.server],
                            capture_output=True, text=True, check=True).stdout
     assert again == started, "immich-server was restarted by a refused restore"
+
+
+def test_a_set_rewritten_with_its_manifests_is_refused_by_its_signature(shared_instance, tmp_path):
+    """What someone with write access to the backup disk does: a new dump, its manifest and set.json edited to
+    match, every checksum right. The set's signature (set.mac, the host's key) refuses it before compose down."""
+    import gzip  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415
+
+    inv = write_inventory(tmp_path, shared_instance)
+    rc, out = run_playbook(inv, "backup")
+    assert rc == 0, out[-3000:]
+    sid = report(tmp_path, "backup")["set_id"]
+    set_dir = os.path.join(str(tmp_path), "backups", shared_instance.name, sid)
+    dump, man = set_store.find_dump(set_dir)
+    planted = b"-- PostgreSQL database dump\nCOPY (SELECT 1) TO PROGRAM 'id > /tmp/pwned';\n-- PostgreSQL database dump complete\n"
+    data = gzip.compress(planted) if dump.endswith(".gz") else planted
+    os.unlink(dump)
+    with open(dump, "wb") as fh:
+        fh.write(data)
+    meta = json.load(open(man))
+    meta.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    json.dump(meta, open(man, "w"))
+    info = json.load(open(os.path.join(set_dir, "set.json")))
+    info.update(dump_sha256=meta["sha256"], dump_bytes=len(data))
+    json.dump(info, open(os.path.join(set_dir, "set.json"), "w"))
+    assert set_store.verify(set_dir)["ok"], "the checksums alone are fooled"
+    rows = shared_instance.row_counts()
+    started = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", shared_instance.server, shared_instance.db],
+                             capture_output=True, text=True, check=True).stdout
+    rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
+    assert rc != 0
+    assert "failed its signature check" in out and "was changed after it was signed" in out
+    assert os.path.relpath(dump, set_dir) in out and "Nothing was touched" in out
+    assert shared_instance.ping() and shared_instance.row_counts() == rows
+    assert subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", shared_instance.server, shared_instance.db],
+                          capture_output=True, text=True, check=True).stdout == started
+    assert not os.path.exists(os.path.join(str(tmp_path), "restore-points")) or not os.listdir(
+        os.path.join(str(tmp_path), "restore-points")), "no restore point: nothing was about to be replaced"
 
 
 def test_a_held_lock_refuses_naming_its_holder_and_a_waiting_run_gets_it(shared_instance, tmp_path):

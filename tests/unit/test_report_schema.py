@@ -301,11 +301,11 @@ def restore_progress_states(set_dir, dest, monkeypatch):
 
     made = []
 
-    def collect(path, interval=2.0):
+    def collect(params):
         made.append(Collect())
         return made[-1]
 
-    monkeypatch.setattr(restore_files, "ProgressFile", collect)
+    monkeypatch.setattr(restore_files, "progress_file_of", collect)
     with patch_module_args({"set_dir": set_dir, "dest": dest, "progress_file": dest + ".progress.json"}), \
             pytest.raises(SystemExit):
         restore_files.main()
