@@ -172,7 +172,14 @@ def restore_lines(r):
     """Summary of a restore: what was restored, the database, the files, regeneration, the proof."""
     what = ("dump file %s (database only; the originals were not touched)" % r.get("dump_file")) if r.get("dump_file") \
         else "set %s" % r.get("set_id")
+    if r.get("repository"):
+        what += " of %s (fetched in %s)" % (r["repository"], duration(r.get("fetch_seconds")))
     lines = ["%s: restored %s into %s in %s" % (r.get("instance"), what, r.get("project_dir"), duration(r.get("seconds")))]
+    signature = r.get("signature") or {}
+    if signature.get("status") == "ok":
+        lines.append("  signature the set is exactly as it was signed (key id %s)" % signature.get("key_id"))
+    elif signature.get("status"):
+        lines.append("  signature %s" % signature.get("message"))
     db = r.get("db") or {}
     rows = db.get("rows_by_table") or {}
     if rows:

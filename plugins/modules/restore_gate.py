@@ -96,8 +96,10 @@ incompatibilities:
   returned: always
   type: list
   elements: dict
-warnings:
-  description: What is fine only because of an option (owner remapping, the vector-portable restore).
+accepted:
+  description:
+    - What is fine only because of an option (owner remapping, the vector-portable restore); each is also a warning
+      of the task.
   returned: always
   type: list
   elements: str
@@ -179,10 +181,12 @@ def main():
     result["unchecked"] = list(result["unchecked"]) + list(target.get("notes") or [])
     check = compat.gate_check(result, dump, target)
     out = {"ok": result["ok"], "check": check, "incompatibilities": result["incompatibilities"],
-           "warnings": result["warnings"], "unchecked": result["unchecked"],
+           "accepted": result["warnings"], "unchecked": result["unchecked"],
            "dump": dict((k, dump.get(k)) for k in DUMP_KEYS), "target": dict((k, target.get(k)) for k in TARGET_KEYS),
            "sha256_checked": bool(verified.get("sha256")), "seconds": round(time.monotonic() - t0, 3)}
     out["dump"]["extensions"] = [e["name"] for e in dump.get("extensions") or ()]
+    for warning in result["warnings"]:
+        module.warn(warning)
     if not result["ok"]:
         module.fail_json(msg=result["message"], **out)
     module.exit_json(changed=False, msg=result["message"], **out)

@@ -181,8 +181,12 @@ def test_drill_and_restore_from_the_repository_alone(make_instance, offsite, tmp
     rc, out = run_playbook(inv, "restore", "-e", "immich_restore_confirm=true")
     assert rc == 0, out[-6000:]
     assert PASSWORD not in out and "rest-secret" not in out
-    assert "of the repository restic:rest:" in out
     restored = json.load(open(os.path.join(str(tmp_path), "reports", "restore-lab.json")))["result"]
     assert restored["set_id"] == sid and inst.row_counts() == before
+    assert restored["repository"].startswith("restic:rest:") and "rest-secret" not in restored["repository"]
+    assert restored["fetch_seconds"] > 0
+    # the backup signed the set with the test's key, and the restore checked it with the same key
+    assert restored["signature"]["status"] == "ok" and restored["signature"]["checked"], restored["signature"]
+    assert "restored set %s of restic:rest:" % sid in out and "exactly as it was signed" in out
     assert not os.path.exists(str(staging / inst.name / sid))  # removed after the restore
     prove(inst, seeded)

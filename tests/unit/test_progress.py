@@ -241,7 +241,7 @@ class FakeAction:
         self._connection._shell.tmpdir = "/home/u/.ansible/tmp/ansible-tmp-1"
         return self._connection._shell.tmpdir
 
-    def _remove_tmp_path(self, path):
+    def _remove_tmp_path(self, path, force=False):
         self.removed.append(path)
 
     def _remote_expand_user(self, path):

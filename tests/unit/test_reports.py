@@ -228,3 +228,16 @@ def test_fleet_status_comes_from_what_the_backup_recorded():
     assert text[-1] == "1 of 4 hosts ok; b failed, c unreachable, d stale"
     assert reports.fleet_text(rows[:1])[-1] == "1 of 1 hosts ok"
     _plain(text)
+
+
+def test_restore_lines_name_the_repository_and_the_signature():
+    base = {"instance": "immich", "set_id": "S", "project_dir": "/opt/immich", "seconds": 400}
+    lines = reports.restore_lines(dict(base, repository="restic:rest:http://u:***@nas:8000/immich", fetch_seconds=125,
+                                       signature={"status": "ok", "checked": True, "key_id": "13fdadbf0d7ec5a7"}))
+    assert lines[0].startswith("immich: restored set S of restic:rest:http://u:***@nas:8000/immich (fetched in 2 min")
+    assert "  signature the set is exactly as it was signed (key id 13fdadbf0d7ec5a7)" in lines
+    lines = reports.restore_lines(dict(base, signature={"status": "not_checked", "message": "The signature of set S was "
+                                                        "not checked: there is no signing key at /etc/k on this host."}))
+    assert lines[0] == "immich: restored set S into /opt/immich in " + reports.duration(400)
+    assert any(line.startswith("  signature The signature of set S was not checked") for line in lines)
+    assert not any("signature" in line for line in reports.restore_lines(base))
