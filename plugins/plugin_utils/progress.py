@@ -24,7 +24,7 @@ import shlex
 import signal
 import time
 
-from ansible import constants as C
+from ansible import constants
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible.utils.vars import merge_hash
@@ -249,7 +249,7 @@ class ProgressRunner(object):
         # between checks), after the task has returned; removed now, so that a finished task leaves nothing.
         # (force: the wrapper's start answer turned ActionBase's own removal off, and with pipelining no later
         # module call turns it on again; ANSIBLE_KEEP_REMOTE_FILES is still honoured.)
-        if not C.DEFAULT_KEEP_REMOTE_FILES:
+        if not constants.DEFAULT_KEEP_REMOTE_FILES:
             action._remove_tmp_path(tmpdir, force=True)
         if started.get("ansible_facts") and "ansible_facts" not in result:
             result["ansible_facts"] = started["ansible_facts"]
