@@ -237,14 +237,19 @@ def covered_files(set_dir):
     return out
 
 
-def _file_mac(secret, relp, path):
-    mac = hmac.new(secret, _DOMAIN + b"file\x00" + relp.encode("utf-8", "surrogateescape") + b"\x00", hashlib.sha256)
+def _digest_file(hasher, path):
+    """(bytes read, hex digest) of a file fed into ``hasher`` in CHUNK reads."""
     size = 0
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
-            mac.update(block)
+            hasher.update(block)
             size += len(block)
-    return size, mac.hexdigest()
+    return size, hasher.hexdigest()
+
+
+def _file_mac(secret, relp, path):
+    return _digest_file(hmac.new(secret, _DOMAIN + b"file\x00" + relp.encode("utf-8", "surrogateescape") + b"\x00",
+                                 hashlib.sha256), path)
 
 
 def _sha_entry_mac(secret, relp, size, sha256):
@@ -254,13 +259,7 @@ def _sha_entry_mac(secret, relp, size, sha256):
 
 
 def _sha256_file(path):
-    sha = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            sha.update(block)
-            size += len(block)
-    return size, sha.hexdigest()
+    return _digest_file(hashlib.sha256(), path)
 
 
 def _eq(a, b):
