@@ -91,6 +91,8 @@ def main():
     running = os.path.exists(src.compose_file) and subprocess.run(
         ["docker", "inspect", src.db], capture_output=True, check=False).returncode == 0
     if not running:
+        if os.path.isdir(os.path.join(lab.INSTANCES, "mbench")):
+            src.down(purge=True)  # stopped, or left half-seeded by an interrupted run: seeded again from nothing
         src = lab.Instance("mbench", pg=15).up(seed="large")
     tgt = lab.load("mbencht") if os.path.isdir(os.path.join(lab.INSTANCES, "mbencht")) else lab.Instance("mbencht", pg=15)
     tgt.start_db_only()
