@@ -3,6 +3,7 @@ import hashlib
 import io
 import os
 import random
+import shutil
 
 import pytest
 
@@ -211,6 +212,46 @@ def test_walk_order_matches_the_sort(tmp_path):
     walked = list(proof.walk_files(root))
     assert walked == ["library/z", "upload/a/x", "upload/a/y/z", "upload/a-b", "upload/a.jpg"]
     assert walked == sorted(walked, key=proof.order_key)
+
+
+def _walked(root, find, tmp_path):
+    walk = proof._BackgroundWalk(root, proof.ORIGINAL_FOLDERS, str(tmp_path), find=find)
+    try:
+        return list(walk.files())
+    finally:
+        walk.close()
+
+
+def test_the_find_child_and_the_thread_walk_list_the_same_files_in_order(tmp_path):
+    root = str(tmp_path / "ul")
+    elsewhere = str(tmp_path / "disk2")
+    for rel in ("upload/a.jpg", "upload/a/x", "upload/a-b", "upload/a/y/z", "upload/new\nline.jpg"):
+        write(root, rel, b"")
+    write(elsewhere, "admin/2020/b.jpg", b"")
+    os.makedirs(os.path.join(elsewhere, "empty"))
+    os.symlink(elsewhere, os.path.join(root, "library"))  # a symlinked library/ folder is followed itself
+    os.symlink("/etc", os.path.join(root, "upload", "dirlink"))  # nothing below it is
+    os.symlink("/etc/hostname", os.path.join(root, "upload", "link"))
+    raw = os.path.join(root, "upload").encode() + b"/caf\xe9.jpg"  # not UTF-8
+    open(raw, "wb").close()
+    want = ["library/admin/2020/b.jpg", "upload/a/x", "upload/a/y/z", "upload/a-b", "upload/a.jpg",
+            "upload/caf\udce9.jpg", "upload/new\nline.jpg"]
+    assert _walked(root, "", tmp_path) == want  # no find: walk_files on a thread
+    assert _walked(root, shutil.which("find"), tmp_path) == want
+
+
+def test_a_walk_of_no_folder_lists_nothing(tmp_path):
+    assert _walked(str(tmp_path), shutil.which("find"), tmp_path) == []
+
+
+def test_a_failing_find_names_its_exit_and_message(tmp_path):
+    root = str(tmp_path)
+    write(root, "upload/a.jpg", b"x")
+    fake = tmp_path / "find"
+    fake.write_text("#!/bin/sh\necho 'find: upload/x: Permission denied' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(proof.ProofError, match=r"find exited 1: find: upload/x: Permission denied.*nothing was changed"):
+        _walked(root, str(fake), tmp_path)
 
 
 def test_missing_upload_location_says_what_to_check(tmp_path):
