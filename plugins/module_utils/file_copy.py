@@ -22,6 +22,7 @@ import errno
 import fnmatch
 import hashlib
 import os
+import stat
 import time
 
 from ansible_collections.homelab.immich.plugins.module_utils import file_manifest as fm
@@ -57,6 +58,7 @@ class Stats(object):
         self.files = self.bytes = 0
         self.linked = self.linked_bytes = 0
         self.copied = self.copied_bytes = 0
+        self.moved = self.moved_bytes = 0
         self.excluded = 0
         self.lists = {"symlinks": [], "vanished": [], "changed_while_copying": [], "unreadable": [],
                       "missing_folders": [], "followed_folder_links": [], "mismatched": []}
@@ -71,7 +73,8 @@ class Stats(object):
     def as_dict(self):
         seconds = time.monotonic() - self.started
         out = {"files": self.files, "bytes": self.bytes, "linked": self.linked, "linked_bytes": self.linked_bytes,
-               "copied": self.copied, "copied_bytes": self.copied_bytes, "excluded": self.excluded,
+               "copied": self.copied, "copied_bytes": self.copied_bytes, "moved": self.moved,
+               "moved_bytes": self.moved_bytes, "excluded": self.excluded,
                "seconds": round(seconds, 3),
                "mb_per_s": round(self.copied_bytes / 1e6 / max(seconds, 1e-6), 1)}
         for kind, items in self.lists.items():
@@ -272,11 +275,33 @@ def _tick(progress, stats):
         progress(files=stats.files, bytes=stats.bytes, copied_bytes=stats.copied_bytes)
 
 
+def _sha256_nofollow(path):
+    """(sha256, lstat) of a regular file, read without following a symlink (ELOOP for one)."""
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        while True:
+            block = os.read(fd, CHUNK)
+            if not block:
+                break
+            h.update(block)
+    finally:
+        os.close(fd)
+    return h.hexdigest(), st
+
+
 def restore_copy(set_files, manifest_path, dest_root, *, dir_mode=0o755, file_mode=0o644, progress=None,
-                 only_folders=None):
-    """Copy every entry of a set's manifest from ``set_files`` into ``dest_root``, comparing each
-    file's sha256 with the manifest as it is copied (a mismatch is counted, never silently kept).
-    An existing file of the same size and sha256 is left as it is. Returns Stats.as_dict()."""
+                 only_folders=None, move=False):
+    """Put every entry of a set's manifest from ``set_files`` into ``dest_root``, comparing each file's
+    sha256 with the manifest on the way (a mismatch is counted and the file not put in place, never
+    silently kept). A file already in ``dest_root`` is replaced. Returns Stats.as_dict().
+
+    ``move``: ``set_files`` is a disposable staging copy (fetched from a repository): each verified file
+    is renamed into place instead of copied (one read, no write) where both are on one filesystem; across
+    filesystems the copy is made as without ``move``. Never pass it for a backup set itself."""
     stats = Stats()
     made = set()
     for entry in fm.read(manifest_path):
@@ -290,6 +315,13 @@ def restore_copy(set_files, manifest_path, dest_root, *, dir_mode=0o755, file_mo
             made.add(parent)
             if len(made) > 4096:
                 made.clear()
+        if move:
+            outcome = _move_verified(src, dest, entry, file_mode, stats)
+            if outcome == "moved":
+                _tick(progress, stats)
+            if outcome != "copy":
+                continue
+            move = False  # another filesystem: copy this file and every later one
         tmp = os.path.join(parent, ".%s.homelab-restore.tmp" % os.path.basename(dest))
         try:
             if os.path.lexists(tmp):
@@ -310,6 +342,35 @@ def restore_copy(set_files, manifest_path, dest_root, *, dir_mode=0o755, file_mo
         stats.copied_bytes += entry.size
         _tick(progress, stats)
     return stats.as_dict()
+
+
+def _move_verified(src, dest, entry, file_mode, stats):
+    """Rename a staged file into place once its sha256 equals the manifest's: "moved", "skipped"
+    (vanished or mismatched: counted, left where it was) or "copy" (another filesystem)."""
+    try:
+        digest, _st = _sha256_nofollow(src)
+    except FileNotFoundError:
+        stats.note("vanished", entry.path)
+        return "skipped"
+    except OSError:
+        stats.note("mismatched", entry.path)  # a symlink or no regular file where the manifest has one
+        return "skipped"
+    if digest != entry.sha256:
+        stats.note("mismatched", entry.path)
+        return "skipped"
+    os.chmod(src, file_mode)
+    os.utime(src, ns=(entry.mtime * 10 ** 9, entry.mtime * 10 ** 9), follow_symlinks=False)
+    try:
+        os.rename(src, dest)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return "copy"
+        raise
+    stats.files += 1
+    stats.bytes += entry.size
+    stats.moved += 1
+    stats.moved_bytes += entry.size
+    return "moved"
 
 
 def _makedirs(path, mode, root):

@@ -192,8 +192,11 @@ def restore_lines(r):
     files = r.get("files") or {}
     if files.get("files"):
         fsec = files.get("seconds")
-        lines.append("  files     %s files (%s) copied in %s (%s), each checked against the set's sha256" % (
-            count(files["files"]), size(files.get("bytes")), duration(fsec),
+        moved = files.get("moved") or 0
+        how = ("moved out of the fetched copy" if moved == files["files"] else
+               "put in place (%s moved out of the fetched copy, the rest copied)" % count(moved)) if moved else "copied"
+        lines.append("  files     %s files (%s) %s in %s (%s), each checked against the set's sha256" % (
+            count(files["files"]), size(files.get("bytes")), how, duration(fsec),
             _join(per_second(files["files"], fsec, "files"), rate(files.get("bytes"), fsec)) or "-"))
     elif files.get("skipped") and not r.get("dump_file"):
         lines.append("  files     not restored (immich_restore_files=false): UPLOAD_LOCATION was left as it was")

@@ -126,6 +126,34 @@ def write_info(set_dir, info):
     write_json_atomic(os.path.join(set_dir, SET_JSON), build_info(**dict(info)))
 
 
+# A set fetched from a repository into a staging folder carries this sibling (``<set>.fetched.json``): it
+# says the folder is a disposable copy (its files may be MOVED into an instance instead of copied) and,
+# once they were, that it is no longer whole.
+FETCHED_SUFFIX = ".fetched.json"
+
+
+def fetched_marker(set_dir):
+    return os.path.normpath(set_dir) + FETCHED_SUFFIX
+
+
+def mark_fetched(set_dir, **facts):
+    """Record that ``set_dir`` is a staging copy fetched from a repository (facts: snapshot_id, repository)."""
+    write_json_atomic(fetched_marker(set_dir), dict(facts, moved=False))
+
+
+def fetched_state(set_dir):
+    """None for a set that was not fetched here; else the marker ({"moved": bool, ...})."""
+    marker = fetched_marker(set_dir)
+    if not os.path.exists(marker):
+        return None
+    return read_json(marker) or {"moved": True}  # unreadable: never trust the copy as whole
+
+
+def mark_moved(set_dir):
+    state = fetched_state(set_dir) or {}
+    write_json_atomic(fetched_marker(set_dir), dict(state, moved=True))
+
+
 def instance_root(target, instance_name):
     return os.path.join(target, instance_name)
 

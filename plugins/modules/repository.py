@@ -80,9 +80,15 @@ set_id:
   returned: fetch
   type: str
 set_dir:
-  description: Its local folder, a backup set like any other.
+  description: Its local folder, a backup set like any other, marked as a staging copy (C(<set_dir>.fetched.json)) so
+    that M(homelab.immich.restore_files) may move its files out instead of copying them.
   returned: fetch
   type: str
+staging_paths:
+  description: What the fetch left on the host (the set folder and its marker): remove these once the copy is used.
+  returned: fetch, not in check mode
+  type: list
+  elements: str
 repository:
   description: The repository as it may be shown (C(restic:<repository>), a REST password as ***).
   returned: fetch
@@ -131,9 +137,12 @@ def fetch(module, target, p):
     sid, _snapshot = target.resolve(p["set_id"])
     root = sets.instance_root(p["dest"], p["instance_name"])
     set_dir = os.path.join(root, sid)
-    if sets.read_info(set_dir):
+    marker = sets.fetched_marker(set_dir)
+    staging_paths = [set_dir, marker]
+    fetched = sets.fetched_state(set_dir)
+    if sets.read_info(set_dir) and not (fetched or {}).get("moved"):
         module.exit_json(changed=False, set_id=sid, set_dir=set_dir, seconds=0.0, version=target.describe().get("version"),
-                         repository=target.label, msg="Set %s is already in %s." % (sid, root))
+                         repository=target.label, staging_paths=staging_paths, msg="Set %s is already in %s." % (sid, root))
     need = _set_size(target, sid)
     if module.check_mode:
         module.exit_json(changed=True, set_id=sid, set_dir=set_dir, seconds=0.0, repository=target.label,
@@ -143,9 +152,14 @@ def fetch(module, target, p):
     if need and free < need * p["min_free_ratio"]:
         module.fail_json(msg="Only %.1f GB free in %s; set %s needs %.1f GB (x%s). Nothing was fetched and nothing was touched: "
                              "free space there or choose another dest." % (free / 1e9, root, sid, need / 1e9, p["min_free_ratio"]))
-    shutil.rmtree(set_dir, ignore_errors=True)  # a set.json-less leftover of an interrupted fetch
+    # a set.json-less leftover of an interrupted fetch, or a copy whose files a restore moved out
+    shutil.rmtree(set_dir, ignore_errors=True)
+    if os.path.lexists(marker):
+        os.unlink(marker)
     got = target.fetch_set(sid, set_dir)
+    sets.mark_fetched(set_dir, snapshot_id=got.get("snapshot_id"), repository=target.label)
     module.exit_json(changed=True, set_dir=set_dir, version=target.describe().get("version"), repository=target.label,
+                     staging_paths=staging_paths,
                      msg="Fetched set %s from %s into %s in %.1f s (%s files restored, each present with its size; "
                          "its checksums are verified before it is used)." % (sid, target.label, set_dir, got["seconds"],
                                                                              got.get("files_restored")), **got)

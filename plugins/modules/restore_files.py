@@ -18,6 +18,8 @@ description:
     database carries the mount-check flags of the instance it came from, so a missing folder or marker stops
     the server from starting).
   - Files already in O(dest) are replaced by the set's copy; files in O(dest) that the set does not hold are left alone.
+  - With O(move) a staging copy fetched from a repository gives its files up instead (renamed into O(dest) after the same
+    sha256 check): no second write of the library.
 author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes
@@ -51,6 +53,14 @@ options:
     description: Mode of the files written.
     type: str
     default: "0644"
+  move:
+    description:
+      - O(set_dir) is a staging copy fetched from a repository (M(homelab.immich.repository) C(operation=fetch) marks it
+        so): move each verified file into O(dest) instead of copying it (one read and a rename; a copy across
+        filesystems). The staging copy is not a whole set afterwards, and its marker says so.
+      - Ignored, with a warning, for a set that carries no such marker, so that a backup set itself is never emptied.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -69,6 +79,10 @@ bytes:
   description: Bytes copied.
   returned: always
   type: int
+moved:
+  description: Files of them moved (renamed) out of a staging copy instead of copied (O(move)).
+  returned: when O(set_dir) is given
+  type: int
 seconds:
   description: Duration of the copy.
   returned: always
@@ -83,7 +97,7 @@ markers_created:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.homelab.immich.plugins.module_utils import file_copy, file_manifest, immich
+from ansible_collections.homelab.immich.plugins.module_utils import file_copy, file_manifest, immich, sets
 from ansible_collections.homelab.immich.plugins.module_utils.backup_run import PROGRESS_ARGS, progress_file_of
 
 STEP = "restore files"
@@ -124,6 +138,7 @@ def main():
             folders=dict(type="list", elements="str"),
             dir_mode=dict(type="str", default="0755"),
             file_mode=dict(type="str", default="0644"),
+            move=dict(type="bool", default=False),
             **PROGRESS_ARGS
         ),
         supports_check_mode=True,
@@ -144,6 +159,11 @@ def main():
         module.exit_json(changed=files > 0, files=files, bytes=0, seconds=0.0,
                          markers_created=ensure_markers(p["dest"], dir_mode, True),
                          msg="Would copy %d files of %s into %s." % (files, p["set_dir"], p["dest"]))
+    move = p["move"]
+    if move and sets.fetched_state(p["set_dir"]) is None:
+        module.warn("move=true ignored: %s is no staging copy fetched from a repository (no %s), so its files are "
+                    "copied and the set stays whole." % (p["set_dir"], os.path.basename(sets.fetched_marker(p["set_dir"]))))
+        move = False
     os.makedirs(p["dest"], mode=dir_mode, exist_ok=True)
     progress = progress_file_of(p)
     try:
@@ -156,9 +176,11 @@ def main():
                 progress(dict(counters, step=STEP, files_total=files_total, bytes_total=bytes_total))
         try:
             stats = file_copy.restore_copy(os.path.join(p["set_dir"], "files"), manifest, p["dest"], dir_mode=dir_mode,
-                                           file_mode=file_mode, only_folders=only, progress=on_copy)
+                                           file_mode=file_mode, only_folders=only, progress=on_copy, move=move)
         finally:
             progress.close({"step": "done"})
+            if move:
+                sets.mark_moved(p["set_dir"])
     except (OSError, file_manifest.ManifestError) as exc:
         module.fail_json(msg="Copying the files of %s into %s failed: %s. The database restore stands; run the restore "
                              "of the files again once the cause is fixed." % (p["set_dir"], p["dest"], exc))
@@ -168,9 +190,10 @@ def main():
                              % (stats["mismatched"], ", ".join(stats.get("mismatched_examples", [])[:5]), stats["vanished"],
                                 ", ".join(stats.get("vanished_examples", [])[:5]), p["dest"]), **stats)
     markers = ensure_markers(p["dest"], dir_mode, False)
+    how = ("moved %d of them out of the staging copy, " % stats["moved"]) if move else ""
     module.exit_json(changed=True, markers_created=markers,
-                     msg="Copied %d files (%.1f MB) into %s, each verified against the set's manifest." % (
-                         stats["files"], stats["bytes"] / 1e6, p["dest"]), **stats)
+                     msg="Put %d files (%.1f MB) into %s (%seach verified against the set's manifest)." % (
+                         stats["files"], stats["bytes"] / 1e6, p["dest"], how), **stats)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ def test_the_house_burns_and_the_instance_comes_back_from_each_repository(make_i
         report = json.load(open(os.path.join(str(tmp_path), "reports", "restore-lab.json")))["result"]
         assert report["set_id"] == last["set_id"] and report["ping"] == "pong"
         assert report["db"]["rows_by_table"] == before
-        assert not os.path.exists(os.path.join(str(tmp_path / "staging"), inst.name, last["set_id"]))
+        assert os.listdir(os.path.join(str(tmp_path / "staging"), inst.name)) == []  # the set and its marker
+        # the fetched copy gave its files up (renamed after the sha256 check: one filesystem here), none copied
+        assert report["files"]["moved"] == report["files"]["files"] == info["files"] > 0, report["files"]
         # the recovered instance is the lab instance again, from its new folder
         inst.root = new_home
         prove(inst, seeded)
@@ -188,5 +190,6 @@ def test_drill_and_restore_from_the_repository_alone(make_instance, offsite, tmp
     # the backup signed the set with the test's key, and the restore checked it with the same key
     assert restored["signature"]["status"] == "ok" and restored["signature"]["checked"], restored["signature"]
     assert "restored set %s of restic:rest:" % sid in out and "exactly as it was signed" in out
-    assert not os.path.exists(str(staging / inst.name / sid))  # removed after the restore
+    assert os.listdir(str(staging / inst.name)) == []  # the set and its marker, removed after the restore
+    assert restored["files"]["moved"] == restored["files"]["files"] > 0 and restored["files"]["copied"] == 0
     prove(inst, seeded)

@@ -106,6 +106,60 @@ def test_restore_copy_verifies_every_file(upload, tmp_path):
     assert not os.path.exists(os.path.join(dest2, "upload/u/ab/cd/a.jpg"))
 
 
+def test_restore_move_renames_verified_files_and_keeps_the_bad_ones(upload, tmp_path):
+    s1 = str(tmp_path / "s1")
+    backup(upload, s1)
+    files = os.path.join(s1, "files")
+    bad = os.path.join(files, "upload/u/ab/cd/a.jpg")
+    os.chmod(bad, 0o600)
+    with open(bad, "r+b") as fh:
+        fh.write(b"X")
+    os.unlink(os.path.join(files, "profile/u/p.jpg"))
+    good = os.path.join(files, "upload/u/ab/cd/b.jpg")
+    inode = os.stat(good).st_ino
+    dest = str(tmp_path / "restored")
+    write(os.path.join(dest, "upload/u/ab/cd/b.jpg"), b"old")  # replaced
+    stats = file_copy.restore_copy(files, os.path.join(s1, fm.NAME), dest, move=True)
+    assert (stats["files"], stats["moved"], stats["copied"]) == (3, 3, 0)
+    assert stats["mismatched_examples"] == ["upload/u/ab/cd/a.jpg"] and stats["vanished_examples"] == ["profile/u/p.jpg"]
+    moved = os.path.join(dest, "upload/u/ab/cd/b.jpg")
+    assert os.stat(moved).st_ino == inode and open(moved, "rb").read() == b"b" * 200  # renamed, not copied
+    assert oct(os.stat(moved).st_mode & 0o777) == "0o644" and not os.path.exists(good)
+    entry = dict((e.path, e) for e in fm.read(os.path.join(s1, fm.NAME)))["upload/u/ab/cd/b.jpg"]
+    assert int(os.stat(moved).st_mtime) == entry.mtime
+    assert os.path.exists(bad) and not os.path.exists(os.path.join(dest, "upload/u/ab/cd/a.jpg"))
+
+
+def test_restore_move_refuses_a_symlink_where_the_manifest_has_a_file(upload, tmp_path):
+    s1 = str(tmp_path / "s1")
+    backup(upload, s1)
+    staged = os.path.join(s1, "files/upload/u/ab/cd/b.jpg")
+    os.unlink(staged)
+    os.symlink("/etc/hostname", staged)
+    stats = file_copy.restore_copy(os.path.join(s1, "files"), os.path.join(s1, fm.NAME), str(tmp_path / "d"), move=True)
+    assert stats["mismatched_examples"] == ["upload/u/ab/cd/b.jpg"]
+    assert not os.path.lexists(str(tmp_path / "d/upload/u/ab/cd/b.jpg"))
+
+
+def test_restore_move_copies_across_filesystems(upload, tmp_path, monkeypatch):
+    s1 = str(tmp_path / "s1")
+    backup(upload, s1)
+    real = os.rename
+    calls = []
+
+    def rename(src, dst):
+        if ".homelab-restore.tmp" not in src:
+            calls.append(src)
+            raise OSError(file_copy.errno.EXDEV, "Invalid cross-device link")
+        return real(src, dst)
+    monkeypatch.setattr(file_copy.os, "rename", rename)
+    dest = str(tmp_path / "d")
+    stats = file_copy.restore_copy(os.path.join(s1, "files"), os.path.join(s1, fm.NAME), dest, move=True)
+    assert (stats["files"], stats["moved"], stats["copied"], len(calls)) == (5, 0, 5, 1)  # one try, then copies
+    assert open(os.path.join(dest, "upload/u/ab/cd/a.jpg"), "rb").read() == b"a" * 100
+    assert os.path.exists(os.path.join(s1, "files/upload/u/ab/cd/a.jpg"))
+
+
 @pytest.mark.parametrize(("path", "patterns", "expected"), [
     ("upload/u/x.tmp", ["*.tmp"], True), ("upload/cache/x.jpg", ["cache"], True),
     ("upload/u/x.jpg", ["upload/u/*"], True), ("library/u/x.jpg", ["upload/*"], False),

@@ -241,3 +241,14 @@ def test_restore_lines_name_the_repository_and_the_signature():
     assert lines[0] == "immich: restored set S into /opt/immich in " + reports.duration(400)
     assert any(line.startswith("  signature The signature of set S was not checked") for line in lines)
     assert not any("signature" in line for line in reports.restore_lines(base))
+
+
+def test_restore_lines_say_whether_the_files_were_moved_or_copied():
+    base = {"instance": "immich", "set_id": "S", "project_dir": "/opt/immich", "seconds": 400}
+    files = {"files": 10, "bytes": 1000, "seconds": 2.0}
+    line = [x for x in reports.restore_lines(dict(base, files=dict(files, moved=10))) if x.startswith("  files")][0]
+    assert line.startswith("  files     10 files (1.0 KB) moved out of the fetched copy in ")
+    line = [x for x in reports.restore_lines(dict(base, files=dict(files, moved=4))) if x.startswith("  files")][0]
+    assert "(4 moved out of the fetched copy, the rest copied)" in line
+    line = [x for x in reports.restore_lines(dict(base, files=dict(files, moved=0))) if x.startswith("  files")][0]
+    assert " copied in " in line and "moved" not in line
