@@ -5,7 +5,8 @@ Prints ratios measured back to back on the same machine:
   first snapshot          ResticTarget.send of the first set (REST server on 127.0.0.1)  vs  rsync -a first copy
   nightly, unchanged      send of the next set (nothing new)                              vs  no-op rsync -a --delete
   nightly, 1% new         send after 1% new originals                                     vs  no-op rsync -a --delete
-  restore                 fetch_set of the newest set + the verified copy out of it       vs  the verified copy of the local set
+  restore                 fetch_set of the newest set + the verified move out of it       vs  the verified copy of the local set
+                          (and + the verified copy out of it: immich_restore_keep_staging)
   size after 7 nights     the repository on disk after 7 nights of 1% new originals       vs  the 7 hard-linked sets (du)
   memory                  peak RSS of restic and of our process
 
@@ -99,13 +100,19 @@ def main():
         file_copy.restore_copy(os.path.join(root, sid, "files"), os.path.join(root, sid, file_manifest.NAME),
                                os.path.join(scratch, "restore-local"))
         t_local = time.monotonic() - t0
-        t0 = time.monotonic()  # from the repository: fetch the set (staging), then the same verified copy
-        staged = os.path.join(scratch, "staging", sid)
-        target.fetch_set(sid, staged)
-        file_copy.restore_copy(os.path.join(staged, "files"), os.path.join(staged, file_manifest.NAME),
-                               os.path.join(scratch, "restore-repo"))
-        t_repo = time.monotonic() - t0
-        results["restore_repository_vs_local_set"] = round(t_repo / t_local, 2)
+        # from the repository: fetch the set (staging), then the same verified copy (immich_restore_keep_staging) or,
+        # as the restore role does by default, move the verified files out of the staging copy (one filesystem here)
+        for key, move in (("restore_repository_copy_vs_local_set", False), ("restore_repository_vs_local_set", True)):
+            t0 = time.monotonic()
+            staged = os.path.join(scratch, "staging-%s" % key, sid)
+            target.fetch_set(sid, staged)
+            t_fetch = time.monotonic() - t0
+            out = file_copy.restore_copy(os.path.join(staged, "files"), os.path.join(staged, file_manifest.NAME),
+                                         os.path.join(scratch, "restore-" + key), move=move)
+            t_repo = time.monotonic() - t0
+            results[key] = round(t_repo / t_local, 2)
+            results[key + "_fetch_share"] = round(t_fetch / t_repo, 2)
+            assert out["files"] == out["moved" if move else "copied"] and not out["mismatched"], out
         results["peak_rss_mib_restic"] = round(children_peak_mib(), 1)
         results["peak_rss_mib_ours"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
         results["first_snapshot"] = {k: first.get(k) for k in ("files_new", "bytes_added", "seconds")}
