@@ -152,13 +152,6 @@ def newest_dump(pattern):
     return best[1] if best else None
 
 
-def _default_key(instance):
-    try:
-        return set_mac.default_key_path(instance)
-    except set_mac.MacError:
-        return os.path.join(set_mac.DEFAULT_KEY_DIR, "unnamed-instance.key")
-
-
 def _chosen(module, p):
     if p["set_dir"]:
         set_dir = os.path.abspath(p["set_dir"])
@@ -218,13 +211,21 @@ def main():
                                  "(set_id) or take a new backup." % (set_dir, "; ".join(report["problems"][:5])),
                              verification=report, **facts)
         instance = p["instance_name"] or os.path.basename(os.path.dirname(set_dir))
-        signature = set_mac.check_signature(set_dir, p["key_file"] or _default_key(instance), instance=instance,
-                                            policy=p["signature"], dump_sha256=(report.get("dump") or {}).get("sha256"))
+        key_file = p["key_file"]
+        if not key_file and p["signature"] != "skip":
+            try:
+                key_file = set_mac.default_key_path(instance)
+            except set_mac.MacError as exc:
+                module.fail_json(msg="%s So the signature of set %s cannot be checked with the default key. Nothing was "
+                                     "touched: pass key_file (immich_restore_key_file) naming its signing key, or "
+                                     "signature=skip for a set you vouch for." % (exc, sid), verification=report, **facts)
+        signature = set_mac.check_signature(set_dir, key_file, instance=instance, policy=p["signature"],
+                                            dump_sha256=(report.get("dump") or {}).get("sha256"))
         report["signature"] = signature
         if not signature["ok"]:
             module.fail_json(msg="Backup set %s failed its signature check: %s" % (set_dir, signature["message"]),
                              verification=report, **facts)
-        if not signature["checked"] and signature["status"] == "not_checked":
+        if signature["status"] == "not_checked":
             module.warn(signature["message"])
         module.exit_json(verification=report, **facts)
     except (sets.SetError, file_manifest.ManifestError, OSError) as exc:
