@@ -127,6 +127,10 @@ class PathSorter:
         self._runs.append(fh)
         self._buf = []
 
+    def settle(self):
+        """Sort what is held now (iterating later then only merges)."""
+        self._buf.sort(key=order_key)
+
     @staticmethod
     def _read_run(fh):
         tail = b""
@@ -625,6 +629,9 @@ class _BackgroundWalk:
             self._errors = tempfile.TemporaryFile(dir=tmpdir)
             self._child = subprocess.Popen([find, "-H"] + starts + ["-type", "f", "-print0"],
                                            stdin=subprocess.DEVNULL, stdout=self._fh, stderr=self._errors)
+            # the child's list is sorted as soon as it is complete, while the hashing goes on
+            self._thread = threading.Thread(target=self._sort_child, daemon=True)
+            self._thread.start()
         elif starts:
             self._thread = threading.Thread(target=self._run, args=(top, folders), daemon=True)
             self._thread.start()
@@ -646,37 +653,50 @@ class _BackgroundWalk:
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread by files()
             self._error = exc
 
-    def files(self):
-        """The walked relative paths in order_key order."""
-        if self._child is not None:
+    def _sort_child(self):
+        try:
             rc = self._child.wait()
             if rc != 0:
                 self._errors.seek(0)
                 said = self._errors.read(2000).decode("utf-8", "replace").strip().splitlines()
-                raise ProofError("Listing the originals under UPLOAD_LOCATION failed (find exited %d%s): the orphan "
-                                 "check cannot say which files no row names; nothing was changed. Make every folder under "
-                                 "UPLOAD_LOCATION readable to the user the proof runs as, then run it again." % (rc, (": " + said[0]) if said else ""))
+                self._error = ProofError(
+                    "Listing the originals under UPLOAD_LOCATION failed (find exited %d%s): the orphan check cannot say "
+                    "which files no row names; nothing was changed. Make every folder under UPLOAD_LOCATION readable "
+                    "to the user the proof runs as, then run it again." % (rc, (": " + said[0]) if said else ""))
+                return
             self._fh.seek(0)
-            self._sorter = PathSorter(tmpdir=self._tmpdir)
+            sorter = PathSorter(tmpdir=self._tmpdir)
+            self._sorter = sorter
             cut = len(self._base)
             for path in PathSorter._read_run(self._fh):
-                self._sorter.add(path[cut:])
-            return iter(self._sorter)
+                if self._stop.is_set():
+                    return
+                sorter.add(path[cut:])
+            sorter.settle()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread by files()
+            self._error = exc
+
+    def files(self):
+        """The walked relative paths in order_key order."""
         if self._thread is not None:
             self._thread.join()
+        if isinstance(self._error, ProofError):
+            raise self._error
         if self._error is not None:
             raise ProofError("Listing the originals under UPLOAD_LOCATION failed: %s" % self._error)
+        if self._sorter is not None:
+            return iter(self._sorter)
         self._fh.seek(0)
         return PathSorter._read_run(self._fh)
 
     def close(self):
         self._stop.set()  # after files() the walk is over; on an error this ends it early
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
         if self._thread is not None:
             self._thread.join()
         if self._child is not None:
-            if self._child.poll() is None:
-                self._child.kill()
-                self._child.wait()
+            self._child.wait()
             self._errors.close()
         if self._sorter is not None:
             self._sorter.close()
