@@ -18,6 +18,7 @@ Measured 2026-12-01 on 2 cores with a load average of 8-17 from other test suite
 4-128 KiB (2.0 GB): 0.54-0.67x; 100,000 files of 1-8 KiB (0.46 GB, one file per xx/yy folder): the
 hashing alone 1.13x sha1sum wall (1.00x CPU), the whole proof 1.9x sha1sum but 1.17x sha1sum + find
 (the orphan walk lists 84,000 folders, which sha1sum never does). Peak RSS 38-40 MiB at 100,000 assets.
+2026-12-02, quiet, the orphan walk a `find` child process: 1-8 KiB 1.14x sha1sum, 1-16 KiB 1.00x (bench/README.md).
 """
 import argparse
 import hashlib
