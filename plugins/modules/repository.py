@@ -85,7 +85,7 @@ set_dir:
   returned: fetch
   type: str
 staging_paths:
-  description: What the fetch left on the host (the set folder and its marker): remove these once the copy is used.
+  description: What the fetch left on the host (the set folder and its marker), to be removed once the copy is used.
   returned: fetch, not in check mode
   type: list
   elements: str

@@ -19,7 +19,7 @@ description:
     the server from starting).
   - Files already in O(dest) are replaced by the set's copy; files in O(dest) that the set does not hold are left alone.
   - With O(move) a staging copy fetched from a repository gives its files up instead (renamed into O(dest) after the same
-    sha256 check): no second write of the library.
+    sha256 check), so the library is not written a second time.
 author: homelab.immich developers (@homelab)
 extends_documentation_fragment:
   - homelab.immich.attributes
@@ -56,7 +56,7 @@ options:
   move:
     description:
       - O(set_dir) is a staging copy fetched from a repository (M(homelab.immich.repository) C(operation=fetch) marks it
-        so): move each verified file into O(dest) instead of copying it (one read and a rename; a copy across
+        so), so each verified file is moved into O(dest) instead of copied (one read and a rename; a copy across
         filesystems). The staging copy is not a whole set afterwards, and its marker says so.
       - Ignored, with a warning, for a set that carries no such marker, so that a backup set itself is never emptied.
     type: bool
