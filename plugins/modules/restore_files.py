@@ -154,13 +154,16 @@ def main():
     if not os.path.exists(manifest):
         module.fail_json(msg="%s is not a backup set (no %s). Nothing was copied." % (p["set_dir"], file_manifest.NAME))
     only = set(p["folders"]) if p["folders"] else None
+    staged = sets.fetched_state(p["set_dir"]) is not None
     if module.check_mode:
         files = sum(1 for e in file_manifest.read(manifest) if only is None or immich.folder_of(e.path) in only)
         module.exit_json(changed=files > 0, files=files, bytes=0, seconds=0.0,
                          markers_created=ensure_markers(p["dest"], dir_mode, True),
-                         msg="Would copy %d files of %s into %s." % (files, p["set_dir"], p["dest"]))
+                         msg="Would %s %d files of %s into %s." % (
+                             "move (copy across filesystems)" if p["move"] and staged else "copy", files, p["set_dir"],
+                             p["dest"]))
     move = p["move"]
-    if move and sets.fetched_state(p["set_dir"]) is None:
+    if move and not staged:
         module.warn("move=true ignored: %s is no staging copy fetched from a repository (no %s), so its files are "
                     "copied and the set stays whole." % (p["set_dir"], os.path.basename(sets.fetched_marker(p["set_dir"]))))
         move = False
